@@ -1,0 +1,10 @@
+"""Model components, one per module, each with its hook points (TransformerLens style)."""
+
+from lake_interp.model.components.attention import Attention
+from lake_interp.model.components.block import TransformerBlock
+from lake_interp.model.components.layer_norm import LayerNorm
+from lake_interp.model.components.mlp import MLP
+from lake_interp.model.components.text import TextTower
+from lake_interp.model.components.vision import VisionTower
+
+__all__ = ["Attention", "LayerNorm", "MLP", "TextTower", "TransformerBlock", "VisionTower"]

@@ -1,0 +1,53 @@
+"""Multi-head self-attention with the weights of `nn.MultiheadAttention` (fused in_proj)."""
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from lake_interp.model.config import BlockConfig
+
+
+def has_hooks(hook: HookPoint) -> bool:
+    return bool(hook._forward_hooks or hook._backward_hooks)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: BlockConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))  # rows: [W_Q; W_K; W_V]
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_v = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos], mask added
+        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos], softmax of scores
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]: pattern-weighted values
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: [batch, pos, d_model]; attn_mask: additive [pos, pos] or None. Returns [batch, pos, d_model]."""
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = rearrange(qkv, "b p (three h d) -> three b p h d", three=3, h=self.n_heads)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(x.dtype)
+        if has_hooks(self.hook_attn_scores) or has_hooks(self.hook_pattern):
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            pattern = self.hook_pattern(self.hook_attn_scores(scores).softmax(dim=-1))
+            z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+        else:  # same function, fused kernel, when nobody looks at the pattern
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask
+            ).transpose(1, 2)
+        z = self.hook_z(z)
+        return self.out_proj(rearrange(z, "b p h d -> b p (h d)"))

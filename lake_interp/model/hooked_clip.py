@@ -1,0 +1,187 @@
+"""HookedCLIP: both towers of an open_clip CLIP as a TransformerLens `HookedRootModule`.
+
+Hook points (vision under `visual.`, text under `text.`; l is the block index):
+
+    visual.hook_embed                      [batch, pos, d_model]  class + patch tokens + positions
+    visual.ln_pre.hook_scale               [batch, pos, 1]        (absent with no_ln_pre)
+    visual.ln_pre.hook_normalized          [batch, pos, d_model]
+    {tower}.blocks.{l}.hook_resid_pre      [batch, pos, d_model]
+    {tower}.blocks.{l}.ln1.hook_scale      [batch, pos, 1]
+    {tower}.blocks.{l}.ln1.hook_normalized [batch, pos, d_model]
+    {tower}.blocks.{l}.attn.hook_q/k/v     [batch, pos, head, d_head]
+    {tower}.blocks.{l}.attn.hook_attn_scores [batch, head, query_pos, key_pos] (mask added)
+    {tower}.blocks.{l}.attn.hook_pattern   [batch, head, query_pos, key_pos]
+    {tower}.blocks.{l}.attn.hook_z         [batch, pos, head, d_head]
+    {tower}.blocks.{l}.hook_attn_out       [batch, pos, d_model]  added to the stream (after LayerScale)
+    {tower}.blocks.{l}.hook_resid_mid      [batch, pos, d_model]
+    {tower}.blocks.{l}.ln2.hook_scale      [batch, pos, 1]
+    {tower}.blocks.{l}.ln2.hook_normalized [batch, pos, d_model]
+    {tower}.blocks.{l}.mlp.hook_pre        [batch, pos, d_mlp]
+    {tower}.blocks.{l}.mlp.hook_post       [batch, pos, d_mlp]    the MLP neurons
+    {tower}.blocks.{l}.hook_mlp_out        [batch, pos, d_model]  added to the stream (after LayerScale)
+    {tower}.blocks.{l}.hook_resid_post     [batch, pos, d_model]
+    visual.ln_post.hook_scale/normalized   [batch, pos, ...] ([batch, ...] with final_ln_after_pool)
+    visual.hook_pooled                     [batch, d_model]
+    visual.hook_image_embed                [batch, embed_dim]     after proj
+    text.hook_embed                        [batch, ctx, d_model]
+    text.ln_final.hook_scale/normalized    [batch, ctx, ...]
+    text.hook_pooled                       [batch, d_model]
+    text.hook_text_embed                   [batch, embed_dim]
+
+Vision token order: position 0 is the class token, then the patches in row-major order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens import HookedRootModule
+
+from lake_interp.model.components import TextTower, VisionTower
+from lake_interp.model.config import HookedCLIPConfig
+from lake_interp.model.convert import config_from_open_clip, state_dict_from_open_clip
+from lake_interp.model.tokens import patch_grid
+
+RANDOM_WEIGHTS_WARNING = (
+    "HookedCLIP {name!r} has RANDOM WEIGHTS (pretrained=None): every score and map it produces "
+    "is meaningless. Use it only for smoke tests."
+)
+
+
+class HookedCLIP(HookedRootModule):
+    def __init__(
+        self,
+        cfg: HookedCLIPConfig,
+        preprocess: Optional[Callable] = None,
+        tokenizer: Optional[Callable] = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTower(cfg.vision)
+        self.text = TextTower(cfg.text)
+        self.logit_scale = nn.Parameter(torch.tensor(0.0))
+        self.logit_bias = nn.Parameter(torch.tensor(0.0)) if cfg.logit_bias else None
+        self.preprocess = preprocess  # open_clip's eval transform: PIL image -> [3, H, W]
+        self.tokenizer = tokenizer  # open_clip's tokenizer: list[str] -> [n, context_length]
+        self.pretrained: Optional[str] = None  # tag or checkpoint path the weights came from
+        self.random_weights = False
+        self.setup()
+        self.eval()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_open_clip(
+        cls,
+        oc: nn.Module,
+        name: Optional[str] = None,
+        preprocess: Optional[Callable] = None,
+        tokenizer: Optional[Callable] = None,
+    ) -> "HookedCLIP":
+        """The same weights as the open_clip model `oc`, hooked (weights are copied)."""
+        cfg = config_from_open_clip(oc, name)
+        if preprocess is None:
+            preprocess = _default_preprocess(oc)
+        if tokenizer is None:
+            tokenizer = _default_tokenizer(name, cfg.text.context_length)
+        param = next(oc.parameters())
+        model = cls(cfg, preprocess, tokenizer).to(device=param.device, dtype=param.dtype)
+        model.load_state_dict(state_dict_from_open_clip(oc), strict=True)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, name: str, pretrained: Optional[str], **kwargs) -> "HookedCLIP":
+        """Load as open_clip does: `name` a model config (or `lake-tiny`), `pretrained` a tag
+        ("openai", "laion2b_s34b_b88k", ...), a local checkpoint path, or None for random weights
+        (explicitly asked for, loudly warned). kwargs go to `open_clip.create_model_and_transforms`
+        (device, precision, cache_dir, ...)."""
+        from lake_interp.model.loading import load_open_clip
+
+        oc, preprocess, tokenizer = load_open_clip(name, pretrained, **kwargs)
+        model = cls.from_open_clip(oc, name, preprocess, tokenizer)
+        model.pretrained = pretrained
+        if pretrained is None:
+            model.random_weights = True
+            warnings.warn(RANDOM_WEIGHTS_WARNING.format(name=name), stacklevel=2)
+        return model
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def image_size(self) -> int:
+        """Input side in pixels."""
+        return self.cfg.vision.image_size
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side."""
+        return self.cfg.vision.grid_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.logit_scale.dtype
+
+    # ----------------------------------------------------------------- forward
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """[batch, 3, H, W] -> [batch, embed_dim], as open_clip `encode_image`."""
+        out = self.visual(images)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """[batch, context_length] -> [batch, embed_dim], as open_clip `encode_text`."""
+        out = self.text(tokens)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def forward(self, images: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None):
+        """Image embeddings, text embeddings, or with both (logits_per_image, logits_per_text)."""
+        if images is None and text is None:
+            raise ValueError("HookedCLIP needs images, text, or both")
+        if text is None:
+            return self.encode_image(images)
+        if images is None:
+            return self.encode_text(text)
+        logits = self.logit_scale.exp() * self.encode_image(images, True) @ self.encode_text(text, True).T
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias
+        return logits, logits.T
+
+    # ----------------------------------------------------------------- dense helpers
+    def project_visual_tokens(self, resid: torch.Tensor) -> torch.Tensor:
+        """Any vision residual [..., d_model] into the joint space: ln_post then proj, per token."""
+        return self.visual.project_tokens(resid)
+
+    def encode_image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Every final token in the joint space: [batch, 1 + grid**2, embed_dim] (position 0: class)."""
+        return self.project_visual_tokens(self.visual.residual(images))
+
+    patch_grid = staticmethod(patch_grid)
+
+    def hook_names(self, prefix: str = "") -> list[str]:
+        """All hook point names in forward order (optionally only those starting with prefix)."""
+        return [n for n in self.hook_dict if n.startswith(prefix)]
+
+
+def _default_preprocess(oc: nn.Module) -> Callable:
+    import open_clip
+
+    visual = oc.visual
+    return open_clip.image_transform(
+        visual.image_size,
+        is_train=False,
+        mean=getattr(visual, "image_mean", None),
+        std=getattr(visual, "image_std", None),
+    )
+
+
+def _default_tokenizer(name: Optional[str], context_length: int) -> Callable:
+    import open_clip
+
+    if name is not None and name in open_clip.list_models():
+        return open_clip.get_tokenizer(name)
+    return open_clip.SimpleTokenizer(context_length=context_length)

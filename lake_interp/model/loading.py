@@ -1,0 +1,48 @@
+"""Create open_clip models by name and pretrained tag or checkpoint, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import open_clip
+from torch import nn
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes `lake-tiny` an open_clip model name
+
+NONE_TAGS = {None, "", "none", "None", "random"}
+
+
+def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.Module, Callable, Callable]:
+    """(open_clip model in eval mode, eval preprocess, tokenizer). `pretrained`: tag, path or None."""
+    pretrained = None if pretrained in NONE_TAGS else str(pretrained)
+    if not name.startswith(("hf-hub:", "local-dir:")) and name not in open_clip.list_models():
+        raise ValueError(
+            f"unknown model {name!r}: expected an open_clip model name (open_clip.list_models()), "
+            f"'hf-hub:org/repo', or 'lake-tiny'"
+        )
+    is_path = pretrained is not None and (Path(pretrained).suffix or "/" in pretrained or Path(pretrained).exists())
+    if is_path and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
+    try:
+        oc, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
+    except Exception as e:  # open_clip raises RuntimeError, AssertionError, OSError, KeyError...
+        if is_path:
+            raise ValueError(
+                f"checkpoint {pretrained!r} does not fit model {name!r} (expected an open_clip "
+                f"state dict for this architecture): {type(e).__name__}: {e}"
+            ) from e
+        raise _download_error(name, pretrained, e) from e
+    return oc.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
+    tags = [t for m, t in open_clip.list_pretrained() if m == name]
+    return RuntimeError(
+        f"could not load pretrained weights {tag!r} for {name!r} ({type(cause).__name__}: {cause}). "
+        f"Known tags for {name}: {tags or 'none'}. Without network, download the checkpoint "
+        f"elsewhere (e.g. open_clip_pytorch_model.bin or .safetensors from the Hugging Face hub) "
+        f"and pass its local path: --pretrained /path/to/checkpoint (or "
+        f"HookedCLIP.from_pretrained({name!r}, pretrained='/path/to/checkpoint'))."
+    )
