@@ -1,0 +1,138 @@
+"""File helpers shared by all loaders: listing images, matching masks by stem, reading images
+as RGB and masks as bool arrays."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lake_interp.data.sample import DatasetError
+
+#: Image file extensions the loaders pick up (compared case-insensitively).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: Suffixes a mask's stem may carry on top of its image's stem ("000_mask.png" for "000.png").
+MASK_SUFFIXES = ("_mask",)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Return `path` if it is a directory, else raise a DatasetError saying it should hold `what`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(f"missing folder {path}: expected it to contain {what}")
+    return path
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted (hidden and non-image files are skipped)."""
+    return sorted(p for p in Path(folder).iterdir() if is_image(p))
+
+
+def subdirs(folder: Path) -> list[Path]:
+    """Non-hidden sub-folders of `folder`, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class MaskIndex:
+    """Masks of one folder, looked up by the stem of their image: "<stem>_mask.<ext>" or "<stem>.<ext>".
+
+    Matching is by name, never by sorted position, so image and mask extensions may differ.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._by_stem: dict[str, list[Path]] = {}
+        for p in list_images(self.folder) if self.folder.is_dir() else []:
+            self._by_stem.setdefault(p.stem, []).append(p)
+
+    def get(self, image: Path) -> Path | None:
+        for key in [image.stem + s for s in MASK_SUFFIXES] + [image.stem]:
+            found = self._by_stem.get(key, [])
+            if len(found) > 1:
+                raise DatasetError(f"ambiguous masks for {image}: {[str(p) for p in found]}")
+            if found:
+                return found[0]
+        return None
+
+    def require(self, image: Path) -> Path:
+        """The mask of `image`, or a DatasetError naming the image and where its mask was expected."""
+        mask = self.get(image)
+        if mask is None:
+            raise DatasetError(
+                f"no mask for anomalous image {image}: expected {image.stem}_mask.<ext> or "
+                f"{image.stem}.<ext> in {self.folder}"
+                + ("" if self.folder.is_dir() else " (folder missing)")
+            )
+        return mask
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image, turning any decoding failure into a DatasetError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError as e:
+        raise DatasetError(f"missing file {path}: expected an image") from e
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise DatasetError(f"cannot read {path}: expected a PNG/JPEG/BMP/TIFF image ({e})") from e
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB.
+
+    L/1/P/CMYK/... use PIL's conversion; alpha (RGBA, LA, P with transparency) is dropped, as
+    `convert("RGB")` does everywhere else. 16-bit images (I;16*) are scaled 0..65535 -> 0..255;
+    32-bit int/float images (I, F) are min-max stretched to 0..255 per image.
+    """
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16"):
+        a = np.asarray(im).astype(np.float64) / 257.0
+        return Image.fromarray(np.round(a).astype(np.uint8)).convert("RGB")
+    if im.mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.round(a).astype(np.uint8)).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Read an image file as a PIL RGB image (see `to_rgb` for the conversions)."""
+    return to_rgb(_open(Path(path)))
+
+
+def _binarise(im: Image.Image) -> np.ndarray:
+    """True wherever the mask is non-zero (any channel, palette colours looked up)."""
+    if im.mode in ("1", "L", "I", "F") or im.mode.startswith("I;16"):
+        return np.asarray(im) != 0
+    return (np.asarray(im.convert("RGB")) != 0).any(axis=-1)
+
+
+def load_mask(paths: Sequence[Path], size: tuple[int, int], image: Path | None = None) -> np.ndarray:
+    """Union of the binarised masks in `paths` as a bool array (H, W) for an image of `size` = (W, H).
+
+    Any non-zero value counts as anomalous (VisA stores instance ids 1, 2, ...). A mask of another
+    size is resized with nearest neighbour, with a warning.
+    """
+    w, h = size
+    out = np.zeros((h, w), dtype=bool)
+    for p in paths:
+        m = _binarise(_open(Path(p)))
+        if m.shape != (h, w):
+            of = f"its image {image}" if image else "the image"
+            warnings.warn(f"mask {p} is {m.shape[1]}x{m.shape[0]} but {of} is {w}x{h}; resized with nearest "
+                          "neighbour", UserWarning, stacklevel=2)
+            m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
+        out |= m
+    return out
