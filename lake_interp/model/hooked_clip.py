@@ -36,8 +36,10 @@ from __future__ import annotations
 import warnings
 from typing import Callable, Optional
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 from transformer_lens import HookedRootModule
 
@@ -67,6 +69,8 @@ class HookedCLIP(HookedRootModule):
         self.logit_bias = nn.Parameter(torch.tensor(0.0)) if cfg.logit_bias else None
         self.preprocess = preprocess  # open_clip's eval transform: PIL image -> [3, H, W]
         self.tokenizer = tokenizer  # open_clip's tokenizer: list[str] -> [n, context_length]
+        self.image_mean: tuple[float, ...] = OPENAI_DATASET_MEAN  # per-channel normalisation of inputs
+        self.image_std: tuple[float, ...] = OPENAI_DATASET_STD
         self.pretrained: Optional[str] = None  # tag or checkpoint path the weights came from
         self.random_weights = False
         self.setup()
@@ -83,13 +87,15 @@ class HookedCLIP(HookedRootModule):
     ) -> "HookedCLIP":
         """The same weights as the open_clip model `oc`, hooked (weights are copied)."""
         cfg = config_from_open_clip(oc, name)
+        mean, std = _normalisation(oc)
         if preprocess is None:
-            preprocess = _default_preprocess(oc)
+            preprocess = open_clip.image_transform(cfg.vision.image_size, is_train=False, mean=mean, std=std)
         if tokenizer is None:
             tokenizer = _default_tokenizer(name, cfg.text.context_length)
         param = next(oc.parameters())
         model = cls(cfg, preprocess, tokenizer).to(device=param.device, dtype=param.dtype)
         model.load_state_dict(state_dict_from_open_clip(oc), strict=True)
+        model.image_mean, model.image_std = mean, std
         return model
 
     @classmethod
@@ -167,21 +173,14 @@ class HookedCLIP(HookedRootModule):
         return [n for n in self.hook_dict if n.startswith(prefix)]
 
 
-def _default_preprocess(oc: nn.Module) -> Callable:
-    import open_clip
-
-    visual = oc.visual
-    return open_clip.image_transform(
-        visual.image_size,
-        is_train=False,
-        mean=getattr(visual, "image_mean", None),
-        std=getattr(visual, "image_std", None),
-    )
+def _normalisation(oc: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    cfg = getattr(oc.visual, "preprocess_cfg", {}) or {}
+    mean = cfg.get("mean") or getattr(oc.visual, "image_mean", None) or OPENAI_DATASET_MEAN
+    std = cfg.get("std") or getattr(oc.visual, "image_std", None) or OPENAI_DATASET_STD
+    return tuple(mean), tuple(std)
 
 
 def _default_tokenizer(name: Optional[str], context_length: int) -> Callable:
-    import open_clip
-
     if name is not None and name in open_clip.list_models():
         return open_clip.get_tokenizer(name)
     return open_clip.SimpleTokenizer(context_length=context_length)
