@@ -1,0 +1,23 @@
+"""Anomaly-detection metrics: image/pixel AUROC, AP, F1-max and AU-PRO (numpy + scipy only).
+
+>>> from lake_interp.metrics import image_metrics, pixel_metrics, aupro
+>>> image_metrics(scores, labels)   # {"auroc", "ap", "f1_max"}
+>>> pixel_metrics(maps, masks)      # {"auroc", "ap", "f1_max", "aupro"}; resolution=None, fpr_limit=0.3
+"""
+
+from ._inputs import UndefinedMetricWarning, resize_maps_masks
+from .api import image_metrics, pixel_metrics
+from .pro import aupro, aupro_200_thresholds
+from .ranking import auroc, average_precision, f1_max
+
+__all__ = [
+    "image_metrics",
+    "pixel_metrics",
+    "aupro",
+    "aupro_200_thresholds",
+    "auroc",
+    "average_precision",
+    "f1_max",
+    "resize_maps_masks",
+    "UndefinedMetricWarning",
+]

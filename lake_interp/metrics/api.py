@@ -1,0 +1,34 @@
+"""User-facing image- and pixel-level metric bundles."""
+
+from __future__ import annotations
+
+from ._inputs import prepare_maps_masks
+from .pro import pixel_curve_metrics
+from .ranking import ranking_metrics
+
+__all__ = ["image_metrics", "pixel_metrics"]
+
+
+def image_metrics(scores, labels) -> dict[str, float]:
+    """Image-level ``{"auroc", "ap", "f1_max"}`` of scores [N] against labels [N] (1 = anomalous).
+
+    numpy arrays or torch tensors. Scores keep their dtype (float64 scores are ranked exactly).
+    NaN for all, with an ``UndefinedMetricWarning``, if the labels hold a single class.
+    """
+    return ranking_metrics(scores, labels)
+
+
+def pixel_metrics(maps, masks, resolution=None, fpr_limit: float = 0.3) -> dict[str, float]:
+    """Pixel-level ``{"auroc", "ap", "f1_max", "aupro"}`` of maps [N, H, W] against masks [N, H, W].
+
+    * ``resolution``: None (score at the given size; maps and masks must then match) or an int /
+      (H, W): maps are resized bilinearly and masks by nearest neighbour to that size first
+      (``scipy.ndimage.zoom``, see ``resize_maps_masks``).
+    * ``fpr_limit``: FPR integration limit of the AU-PRO (official MVTec AD definition).
+
+    Maps are scored as float32; all four metrics come from one sort of the pixels (exact, no
+    subsampling). NaN for all, with an ``UndefinedMetricWarning``, without anomalous (or normal)
+    pixels.
+    """
+    maps, masks = prepare_maps_masks(maps, masks, resolution)
+    return pixel_curve_metrics(maps, masks, fpr_limit, ranking=True)
