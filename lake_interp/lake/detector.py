@@ -1,0 +1,149 @@
+"""Lake: training-free anomaly detection with anomaly-sensitive neurons (fit on k normal images)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from lake_interp.lake.bank import nearest_distance
+from lake_interp.lake.config import LakeConfig
+from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
+from lake_interp.lake.inputs import to_batch
+from lake_interp.lake.neurons import NeuronSet, criterion_scores
+from lake_interp.lake.semantic import anomaly_probability, text_features
+from lake_interp.lake.sites import hook_names
+from lake_interp.model.tokens import patch_grid
+
+
+@dataclass
+class LakeResult:
+    """Scores of a batch; maps at the model's input resolution, all smoothed alike, on the CPU.
+
+    maps == (1 - text_weight) * visual_maps + text_weight * semantic_maps (a branch that is
+    switched off by text_weight 0 or 1 is all zeros).
+    """
+
+    image_scores: torch.Tensor  # [B]
+    maps: torch.Tensor  # [B, H, W] fused
+    visual_maps: torch.Tensor  # [B, H, W] nearest-neighbour distance to the bank, mean over hooks
+    semantic_maps: torch.Tensor  # [B, H, W] anomalous-prompt probability
+
+
+class Lake:
+    """Fit on k normal images of one category, then score images (see LakeConfig for every choice)."""
+
+    def __init__(self, model, config: Optional[LakeConfig] = None, class_name: str = "object"):
+        self.model = model
+        self.config = config or LakeConfig()
+        self.class_name = class_name
+        n_layers = model.cfg.vision.n_layers
+        self.hooks = hook_names(self.config.sites, self.config.layers, n_layers)
+        self.semantic_hooks = hook_names(("hook_resid_post",), self.config.semantic_layers, n_layers)
+        widths = {h: self._width(h) for h in self.hooks}
+        k = self.config.k_neurons
+        if self.uses_visual and self.config.criterion != "all":
+            for hook, width in widths.items():
+                if k > width:
+                    raise ValueError(f"LakeConfig.k_neurons={k} is larger than the width {width} of {hook}")
+        if k == 1 and self.config.distance == "cosine" and self.config.criterion != "all":
+            warnings.warn("k_neurons=1 with cosine distance compares only signs: use distance='euclidean'", stacklevel=2)
+        self.neurons: Optional[NeuronSet] = None
+        self.banks: dict[str, torch.Tensor] = {}  # hook -> [M support patches, K]
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # hook -> (mean, std) [K]
+        self.text_features: Optional[torch.Tensor] = None  # [2, embed_dim]
+
+    # ----------------------------------------------------------------- branches in use
+    @property
+    def uses_visual(self) -> bool:
+        return self.config.text_weight < 1.0
+
+    @property
+    def uses_semantic(self) -> bool:
+        return self.config.text_weight > 0.0
+
+    def _width(self, hook: str) -> int:
+        block = self.model.cfg.vision.block
+        return block.d_mlp if hook.split(".")[-2] == "mlp" else block.d_model
+
+    # ----------------------------------------------------------------- forward
+    @torch.no_grad()
+    def patch_activations(self, images: Any, hooks: list[str]) -> dict[str, torch.Tensor]:
+        """One forward pass per batch caching only `hooks`: hook -> [B, P patches, d] (class token dropped)."""
+        batch = to_batch(images, self.model)
+        out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+        for start in range(0, batch.shape[0], self.config.batch_size):
+            _, cache = self.model.run_with_cache(batch[start : start + self.config.batch_size], names_filter=hooks)
+            for h in hooks:
+                out[h].append(cache[h][:, 1:])
+        return {h: torch.cat(v) for h, v in out.items()}
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, support: Any) -> "Lake":
+        """support: k normal images (tensor batch, PIL images, paths or Samples)."""
+        cfg = self.config
+        if self.uses_visual:
+            acts = self.patch_activations(support, self.hooks)
+            generator = torch.Generator().manual_seed(cfg.seed)
+            scores = {h: criterion_scores(cfg.criterion, a.flatten(0, 1), generator) for h, a in acts.items()}
+            criterion = cfg.criterion if isinstance(cfg.criterion, str) else cfg.to_dict()["criterion"]
+            self.neurons = NeuronSet.from_scores(scores, None if cfg.criterion == "all" else cfg.k_neurons, criterion)
+            for h, a in acts.items():
+                bank = a.flatten(0, 1)[:, self.neurons.indices[h].to(a.device)].float()  # [N * P, K]
+                self.stats[h] = (bank.mean(dim=0), bank.std(dim=0, unbiased=False).clamp_min(1e-6))
+                self.banks[h] = self._standardize(h, bank)
+        if self.uses_semantic:
+            self.text_features = text_features(
+                self.model, self.class_name, cfg.normal_states, cfg.anomalous_states, cfg.templates
+            )
+        return self
+
+    def _standardize(self, hook: str, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.standardize:
+            return x
+        mean, std = self.stats[hook]
+        return (x - mean) / std
+
+    # ----------------------------------------------------------------- score
+    @torch.no_grad()
+    def score(self, images: Any) -> LakeResult:
+        if self.uses_visual and not self.banks:
+            raise RuntimeError("Lake.score called before fit: call lake.fit(support_images) first")
+        cfg = self.config
+        hooks = (self.hooks if self.uses_visual else []) + (self.semantic_hooks if self.uses_semantic else [])
+        acts = self.patch_activations(images, list(dict.fromkeys(hooks)))
+        n = next(iter(acts.values())).shape[0]
+        g, size = self.model.grid_size, self.model.image_size
+        visual = torch.zeros(n, g, g)
+        semantic = torch.zeros(n, g, g)
+        if self.uses_visual:
+            dists = [
+                nearest_distance(self._standardize(h, acts[h][..., self.neurons.indices[h].to(acts[h].device)].float()),
+                                 self.banks[h], cfg.distance)
+                for h in self.hooks
+            ]
+            visual = patch_grid(torch.stack(dists).mean(dim=0)[..., None])[..., 0].cpu()
+        if self.uses_semantic:
+            probs = [
+                anomaly_probability(self.model.project_visual_tokens(acts[h]), self.text_features, cfg.temperature)
+                for h in self.semantic_hooks
+            ]
+            semantic = patch_grid(torch.stack(probs).mean(dim=0)[..., None])[..., 0].cpu()
+        visual_maps = gaussian_blur(upsample(visual, size), cfg.sigma)
+        semantic_maps = gaussian_blur(upsample(semantic, size), cfg.sigma)
+        maps = fuse(visual_maps, semantic_maps, cfg.text_weight)
+        return LakeResult(image_scores(maps, cfg.image_score, cfg.top_fraction), maps, visual_maps, semantic_maps)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        from lake_interp.lake.persist import save_lake
+
+        save_lake(self, path)
+
+    @classmethod
+    def load(cls, path, model) -> "Lake":
+        from lake_interp.lake.persist import load_lake
+
+        return load_lake(path, model)

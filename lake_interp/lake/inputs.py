@@ -1,0 +1,53 @@
+"""Turn what users pass (tensors, PIL images, paths, Samples) into a model-ready batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+def to_pil(item: Any) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, (str, Path)):
+        from lake_interp.data.io import load_rgb
+
+        return load_rgb(Path(item))
+    if hasattr(item, "image"):  # a data.Sample
+        return item.image
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item).convert("RGB")
+    raise TypeError(f"cannot read an image from {type(item).__name__}; expected a PIL image, path, Sample or tensor")
+
+
+def to_batch(images: Any, model) -> torch.Tensor:
+    """[B, 3, S, S] on the model's device and dtype, S = model.image_size.
+
+    A tensor is taken as already preprocessed ([3, S, S] or [B, 3, S, S]). Anything else is
+    resized to S x S without cropping (the whole image is scored, whatever its aspect ratio),
+    bicubic, then normalised with the model's mean and std.
+    """
+    size = model.image_size
+    if isinstance(images, torch.Tensor):
+        batch = images[None] if images.ndim == 3 else images
+        if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[-2:]) != (size, size):
+            raise ValueError(f"image tensor of shape {tuple(images.shape)}; expected [B, 3, {size}, {size}]")
+        return batch.to(model.device, model.dtype)
+    if not isinstance(images, Sequence) or isinstance(images, (str, Path)):
+        images = [images]
+    arrays = [np.asarray(to_pil(im).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.image_std).view(1, 3, 1, 1)
+    return ((batch - mean) / std).to(model.device, model.dtype)
+
+
+def resize_map(m: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
+    """One map [S, S] back to an original image size [height, width], bilinear."""
+    t = torch.as_tensor(m, dtype=torch.float32)[None, None]
+    return F.interpolate(t, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
