@@ -1,20 +1,12 @@
-"""The `lake-interp` command line."""
+"""The `lake-interp` command line: hooks, benchmark, fit, score, demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="ViT-B-16", help="open_clip model name, hf-hub:org/repo, or lake-tiny")
-    parser.add_argument(
-        "--pretrained",
-        default="openai",
-        help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights (smoke tests only)",
-    )
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
 
 
 def _cuda() -> bool:
@@ -23,26 +15,61 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def load_model(args: argparse.Namespace):
+def add_model_args(parser: argparse.ArgumentParser, default_model: Optional[str] = "ViT-B-16",
+                   default_pretrained: Optional[str] = "openai") -> None:
+    parser.add_argument("--model", default=default_model,
+                        help="open_clip model name, hf-hub:org/repo, or lake-tiny (built-in small config)")
+    parser.add_argument("--pretrained", default=default_pretrained,
+                        help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights "
+                             "(smoke tests only: scores are meaningless)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="JSON file of LakeConfig fields")
+    parser.add_argument("--k-neurons", type=int, help="neurons kept per hook point (LakeConfig.k_neurons)")
+    parser.add_argument("--text-weight", type=float, help="weight of the semantic branch (LakeConfig.text_weight)")
+
+
+def config_dict(args: argparse.Namespace) -> dict:
+    d = json.loads(Path(args.config).read_text()) if args.config else {}
+    if args.k_neurons is not None:
+        d["k_neurons"] = args.k_neurons
+    if args.text_weight is not None:
+        d["text_weight"] = args.text_weight
+    from lake_interp.lake import LakeConfig
+
+    LakeConfig.from_dict(d)  # unknown or bad fields fail here, before any model is loaded
+    return d
+
+
+def load_model(model: str, pretrained: Optional[str], device: Optional[str]):
     from lake_interp.model import HookedCLIP
     from lake_interp.model.loading import NONE_TAGS
 
-    model = HookedCLIP.from_pretrained(args.model, args.pretrained, device=args.device)
-    if args.pretrained in NONE_TAGS:
+    device = device or ("cuda" if _cuda() else "cpu")
+    hooked = HookedCLIP.from_pretrained(model, pretrained, device=device)
+    if pretrained in NONE_TAGS:
         print(
-            f"*** WARNING: {args.model} has RANDOM WEIGHTS (--pretrained {args.pretrained}). "
-            "Every score below is meaningless; use this only as a smoke test. ***",
+            f"*** WARNING: {model} has RANDOM WEIGHTS (--pretrained {pretrained}). Every score and map "
+            "below is MEANINGLESS; use this only as a smoke test. ***",
             file=sys.stderr,
         )
-    return model
+    return hooked
 
 
-def cmd_hooks(args: argparse.Namespace) -> int:
+def _fail(message: str) -> int:
+    print(f"lake-interp: error: {message}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------ commands
+def cmd_hooks(args) -> int:
     """Print every hook point with the shape it has for one image and one prompt."""
     import torch
 
-    model = load_model(args)
-    images = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device)
+    model = load_model(args.model, args.pretrained, args.device)
+    images = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device, dtype=model.dtype)
     tokens = model.tokenizer(["a photo of a flawless object"]).to(model.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(images, tokens)
@@ -52,20 +79,123 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from lake_interp.benchmark import BenchmarkSpec, run_benchmark
+
+    spec = BenchmarkSpec(
+        dataset=args.dataset, root=str(args.root), model=args.model, pretrained=args.pretrained,
+        categories=args.categories, shots=args.shots, seeds=args.seeds, methods=args.methods,
+        config=config_dict(args), resolution=args.resolution,
+    )
+    model = load_model(args.model, args.pretrained, args.device)
+    run_benchmark(model, spec, args.out, progress=not args.no_progress)
+    print((Path(args.out) / "summary.md").read_text())
+    print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from lake_interp.data import FolderDataset
+    from lake_interp.lake import Lake, LakeConfig
+
+    normal = FolderDataset(normal_dir=args.normal)
+    support = normal.few_shot(args.k, args.seed) if args.k else list(normal)
+    model = load_model(args.model, args.pretrained, args.device)
+    lake = Lake(model, LakeConfig.from_dict(config_dict(args)), class_name=args.class_name).fit(support)
+    lake.save(args.out)
+    print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from lake_interp.data.io import list_images, require_dir
+    from lake_interp.lake import Lake
+    from lake_interp.scoring import score_files
+
+    meta_path = Path(args.detector) / "lake.json"
+    if not meta_path.is_file():
+        return _fail(f"{meta_path} not found: --detector must be a folder written by `lake-interp fit`")
+    saved = json.loads(meta_path.read_text())["model"]
+    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device)
+    lake = Lake.load(args.detector, model)
+    paths = list_images(require_dir(Path(args.images), "images to score"))
+    if not paths:
+        return _fail(f"no images in {args.images}")
+    rows = score_files(lake, paths, args.out)
+    print(f"scored {len(rows)} images; wrote {Path(args.out) / 'scores.csv'} and overlays in {Path(args.out) / 'maps'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lake_interp.demo import run_demo
+
+    model = load_model(args.model, args.pretrained, args.device)
+    report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
+                      k_neurons=args.k_neurons, random_weights=model.random_weights)
+    print(f"demo report: {report} (and {report.with_suffix('.html')})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lake-interp", description=__doc__)
+    from lake_interp.lake.config import METHODS
+
+    parser = argparse.ArgumentParser(prog="lake-interp", description="LAKE anomaly-sensitive neurons in CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    hooks = sub.add_parser("hooks", help="load a model and list its hook points with their shapes")
-    add_model_args(hooks)
-    hooks.add_argument("--filter", help="only hook names starting with this prefix (e.g. visual.blocks.3.)")
-    hooks.set_defaults(func=cmd_hooks)
+    p = sub.add_parser("hooks", help="load a model and list its hook points with their shapes")
+    add_model_args(p)
+    p.add_argument("--filter", help="only hook names starting with this prefix (e.g. visual.blocks.3.)")
+    p.set_defaults(func=cmd_hooks)
+
+    p = sub.add_parser("benchmark", help="every method, shot and seed on a dataset: CSV + markdown table")
+    p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mvtec_loco", "folder"])
+    p.add_argument("--root", required=True, type=Path, help="dataset root folder")
+    p.add_argument("--categories", nargs="+", help="default: every category under --root")
+    p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--resolution", type=int, help="evaluation resolution (default: the model input size)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (an interrupted run resumes here)")
+    p.add_argument("--no-progress", action="store_true")
+    add_model_args(p)
+    add_config_args(p)
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("fit", help="fit LAKE on a folder of normal images and save the detector")
+    p.add_argument("--normal", required=True, type=Path, help="folder of normal images")
+    p.add_argument("--class-name", default="object", help="object name used in the text prompts")
+    p.add_argument("--k", type=int, help="use k images drawn with --seed (default: all images)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="detector folder to write")
+    add_model_args(p)
+    add_config_args(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("score", help="score a folder with a saved detector: overlays + scores.csv")
+    p.add_argument("--detector", required=True, type=Path, help="folder written by `lake-interp fit`")
+    p.add_argument("--images", required=True, type=Path, help="folder of images to score")
+    p.add_argument("--out", required=True, type=Path)
+    add_model_args(p, default_model=None, default_pretrained=None)  # default: the detector's model
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="synthetic dataset + LAKE + a short HTML/markdown report")
+    p.add_argument("--out", type=Path, default=Path("lake_demo"))
+    p.add_argument("--categories", nargs="+", default=["disc", "grid"])
+    p.add_argument("--shots", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k-neurons", type=int, default=None, help="default: 100, or 16 for lake-tiny")
+    add_model_args(p)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as e:
+        return _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -83,22 +83,31 @@ class Lake:
     # ----------------------------------------------------------------- fit
     def fit(self, support: Any) -> "Lake":
         """support: k normal images (tensor batch, PIL images, paths or Samples)."""
+        acts = self.patch_activations(support, self.hooks) if self.uses_visual else {}
+        return self.fit_activations(acts)
+
+    def fit_activations(self, acts: dict[str, torch.Tensor], text_features: Optional[torch.Tensor] = None) -> "Lake":
+        """Fit from cached support activations (hook -> [N, P, d], class token dropped); text
+        features [2, embed_dim] may be passed in when already computed for this class name."""
         cfg = self.config
+        acts = {h: a.to(self.model.device) for h, a in acts.items()}
         if self.uses_visual:
-            acts = self.patch_activations(support, self.hooks)
             generator = torch.Generator().manual_seed(cfg.seed)
-            scores = {h: criterion_scores(cfg.criterion, a.flatten(0, 1), generator) for h, a in acts.items()}
+            scores = {h: criterion_scores(cfg.criterion, acts[h].flatten(0, 1), generator) for h in self.hooks}
             criterion = cfg.criterion if isinstance(cfg.criterion, str) else cfg.to_dict()["criterion"]
             self.neurons = NeuronSet.from_scores(scores, None if cfg.criterion == "all" else cfg.k_neurons, criterion)
-            for h, a in acts.items():
+            for h in self.hooks:
+                a = acts[h]
                 bank = a.flatten(0, 1)[:, self.neurons.indices[h].to(a.device)].float()  # [N * P, K]
                 self.stats[h] = (bank.mean(dim=0), bank.std(dim=0, unbiased=False).clamp_min(1e-6))
                 self.banks[h] = self._standardize(h, bank)
         if self.uses_semantic:
-            self.text_features = text_features(
-                self.model, self.class_name, cfg.normal_states, cfg.anomalous_states, cfg.templates
-            )
+            self.text_features = text_features if text_features is not None else self.compute_text_features()
         return self
+
+    def compute_text_features(self) -> torch.Tensor:
+        cfg = self.config
+        return text_features(self.model, self.class_name, cfg.normal_states, cfg.anomalous_states, cfg.templates)
 
     def _standardize(self, hook: str, x: torch.Tensor) -> torch.Tensor:
         if not self.config.standardize:
@@ -107,13 +116,23 @@ class Lake:
         return (x - mean) / std
 
     # ----------------------------------------------------------------- score
-    @torch.no_grad()
+    @property
+    def required_hooks(self) -> list[str]:
+        """The hook points scoring reads (one forward pass caches exactly these)."""
+        hooks = (self.hooks if self.uses_visual else []) + (self.semantic_hooks if self.uses_semantic else [])
+        return list(dict.fromkeys(hooks))
+
     def score(self, images: Any) -> LakeResult:
+        """images: tensor batch, PIL images, paths or Samples -> LakeResult."""
+        return self.score_activations(self.patch_activations(images, self.required_hooks))
+
+    @torch.no_grad()
+    def score_activations(self, acts: dict[str, torch.Tensor]) -> LakeResult:
+        """Score from cached activations (hook -> [B, P, d], class token dropped; see required_hooks)."""
         if self.uses_visual and not self.banks:
             raise RuntimeError("Lake.score called before fit: call lake.fit(support_images) first")
         cfg = self.config
-        hooks = (self.hooks if self.uses_visual else []) + (self.semantic_hooks if self.uses_semantic else [])
-        acts = self.patch_activations(images, list(dict.fromkeys(hooks)))
+        acts = {h: a.to(self.model.device) for h, a in acts.items()}
         n = next(iter(acts.values())).shape[0]
         g, size = self.model.grid_size, self.model.image_size
         visual = torch.zeros(n, g, g)

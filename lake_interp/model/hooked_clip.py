@@ -104,8 +104,9 @@ class HookedCLIP(HookedRootModule):
         ("openai", "laion2b_s34b_b88k", ...), a local checkpoint path, or None for random weights
         (explicitly asked for, loudly warned). kwargs go to `open_clip.create_model_and_transforms`
         (device, precision, cache_dir, ...)."""
-        from lake_interp.model.loading import load_open_clip
+        from lake_interp.model.loading import NONE_TAGS, load_open_clip
 
+        pretrained = None if pretrained in NONE_TAGS else str(pretrained)
         oc, preprocess, tokenizer = load_open_clip(name, pretrained, **kwargs)
         model = cls.from_open_clip(oc, name, preprocess, tokenizer)
         model.pretrained = pretrained

@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import open_clip
+import torch
 from torch import nn
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes `lake-tiny` an open_clip model name
 
 NONE_TAGS = {None, "", "none", "None", "random"}
+RANDOM_INIT_SEED = 0
 
 
 def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.Module, Callable, Callable]:
@@ -26,7 +28,9 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
     try:
-        oc, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)  # random weights are the same in every process
+            oc, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
     except Exception as e:  # open_clip raises RuntimeError, AssertionError, OSError, KeyError...
         if is_path:
             raise ValueError(

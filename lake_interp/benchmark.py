@@ -1,0 +1,220 @@
+"""The benchmark harness: every method, shot and seed on every category, side by side.
+
+One forward pass per test image per category (activations of every hook any method needs are
+cached once), one per support set, text embeddings once per category. Finished categories are
+written to `<out>/categories/<category>.csv` and skipped when the same run is resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lake_interp.data import load_dataset
+from lake_interp.lake import Lake, LakeConfig, method_config
+from lake_interp.metrics import image_metrics, pixel_metrics
+
+METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
+KEYS = ("dataset", "category", "method", "shots", "seed")
+
+
+@dataclass
+class BenchmarkSpec:
+    """What a benchmark run is (plain data; saved as run.json to guard resuming)."""
+
+    dataset: str
+    root: str
+    model: str
+    pretrained: Optional[str]
+    categories: Optional[list[str]] = None  # None: every category found under root
+    shots: Sequence[int] = (1, 2, 4)
+    seeds: Sequence[int] = (0, 1, 2)
+    methods: Sequence[str] = ("lake", "lake_random", "patchcore", "winclip")
+    config: dict = field(default_factory=dict)  # LakeConfig fields overriding the defaults
+    resolution: Optional[int] = None  # evaluation resolution; None: the model input size
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(shots=list(self.shots), seeds=list(self.seeds), methods=list(self.methods))
+        return d
+
+
+def class_name_for(category: str) -> str:
+    """Prompt class name: "metal_nut" -> "metal nut"; numbered categories (BTAD "01") -> "product"."""
+    return "product" if category.isdigit() else category.replace("_", " ")
+
+
+def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) -> list[dict]:
+    """Run (or resume) the benchmark; returns every row and writes results.csv and summary.md."""
+    from lake_interp.data import DATASETS
+
+    out = Path(out_dir)
+    (out / "categories").mkdir(parents=True, exist_ok=True)
+    _guard_resume(out / "run.json", spec)
+    for m in spec.methods:
+        method_config(m)  # unknown method names fail before any work
+    base = LakeConfig.from_dict(spec.config)
+    categories = spec.categories or DATASETS[spec.dataset].categories(spec.root)
+    rows = []
+    bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
+    for category in categories:
+        done = out / "categories" / f"{category}.csv"
+        if done.is_file():
+            rows += read_rows(done)
+            bar.update(len(spec.shots) * len(spec.seeds))
+            continue
+        bar.set_description(category)
+        cat_rows = _run_category(model, spec, base, category, bar)
+        write_rows(done, cat_rows)  # a category lands whole or not at all
+        rows += cat_rows
+    bar.close()
+    write_rows(out / "results.csv", rows)
+    (out / "summary.md").write_text(summary_markdown(rows, spec))
+    return rows
+
+
+def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, bar) -> list[dict]:
+    test = load_dataset(spec.dataset, spec.root, category, "test")
+    train = load_dataset(spec.dataset, spec.root, category, "train")
+    class_name = class_name_for(category)
+    lakes = {m: Lake(model, method_config(m, base), class_name) for m in spec.methods}
+    visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
+    test_hooks = list(dict.fromkeys(h for lk in lakes.values() for h in lk.required_hooks))
+    probe = next(iter(lakes.values()))
+    test_acts, masks, labels = cache_test_set(probe, test, test_hooks)
+    text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
+    rows = []
+    for shots in spec.shots:
+        for seed in spec.seeds:
+            support = train.few_shot(shots, seed)
+            support_acts = probe.patch_activations(support, visual_hooks) if visual_hooks else {}
+            for method in spec.methods:
+                lake = Lake(model, method_config(method, base).replace(seed=seed), class_name)
+                lake.fit_activations(support_acts, text_features=text)
+                result = lake.score_activations(test_acts)
+                row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
+                row.update(evaluate_result(result, masks, labels, spec.resolution))
+                rows.append(row)
+            bar.update(1)
+    return rows
+
+
+def cache_test_set(lake: Lake, test, hooks: list[str]):
+    """Cached activations (CPU) of the whole test set, masks at input size [N, S, S] (or None), labels."""
+    size = lake.model.image_size
+    acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    masks, labels, any_mask = [], [], False
+    step = lake.config.batch_size
+    for start in range(0, len(test), step):
+        samples = test[start : start + step]
+        for h, a in lake.patch_activations(samples, hooks).items():
+            acts[h].append(a.cpu())
+        for s in samples:
+            labels.append(s.label)
+            any_mask |= s.mask is not None
+            m = np.zeros((size, size), bool) if s.mask is None else np.asarray(
+                Image.fromarray(s.mask).resize((size, size), Image.NEAREST), dtype=bool)
+            masks.append(m)
+    return {h: torch.cat(v) for h, v in acts.items()}, (np.stack(masks) if any_mask else None), np.array(labels)
+
+
+def evaluate_result(result, masks, labels, resolution) -> dict:
+    img = image_metrics(result.image_scores.numpy(), labels)
+    out = {f"image_{k}": v for k, v in img.items()}
+    if masks is None:
+        pix = dict.fromkeys(("auroc", "ap", "f1_max", "aupro"), float("nan"))
+    else:
+        pix = pixel_metrics(result.maps.numpy(), masks, resolution=resolution)
+    out.update({f"pixel_{k}": v for k, v in pix.items()})
+    return out
+
+
+def _guard_resume(path: Path, spec: BenchmarkSpec) -> None:
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != spec.to_dict():
+            changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
+            raise ValueError(
+                f"{path.parent} holds a different benchmark run (differs in {changed}); "
+                f"use another --out, or delete {path.parent} to start over"
+            )
+    else:
+        path.write_text(json.dumps(spec.to_dict(), indent=1))
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="fit")
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(KEYS) + list(METRICS))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def read_rows(path: Path) -> list[dict]:
+    with Path(path).open() as f:
+        return [
+            {k: (int(v) if k in ("shots", "seed") else float(v) if k in METRICS else v) for k, v in r.items()}
+            for r in csv.DictReader(f)
+        ]
+
+
+def _mean_std(values: list[float]) -> str:
+    v = np.array(values, dtype=float)
+    if np.all(np.isnan(v)):
+        return "n/a"
+    mean = np.nanmean(v) * 100
+    return f"{mean:.1f}" if len(v) < 2 else f"{mean:.1f} ± {np.nanstd(v) * 100:.1f}"
+
+
+def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
+    """Mean over categories (± std over seeds), then per category (mean over seeds); percent."""
+    shown = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro")
+    lines = [
+        f"# Benchmark: {spec.dataset} ({spec.root})",
+        "",
+        f"Model `{spec.model}` (pretrained `{spec.pretrained}`), shots {list(spec.shots)}, seeds {list(spec.seeds)}.",
+        "Values in percent; ± is the standard deviation over seeds of the category mean.",
+        "",
+    ]
+    from lake_interp.model.loading import NONE_TAGS
+
+    if spec.pretrained in NONE_TAGS:
+        lines += ["**RANDOM WEIGHTS (pretrained none): these numbers are meaningless (smoke test only).**", ""]
+    lines += [
+        "## Mean over categories",
+        "",
+        "| method | shots | " + " | ".join(shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for method in spec.methods:
+        for shots in spec.shots:
+            sel = [r for r in rows if r["method"] == method and r["shots"] == shots]
+            cells = []
+            for metric in shown:
+                per_seed = [np.nanmean([r[metric] for r in sel if r["seed"] == s] or [math.nan]) for s in spec.seeds]
+                cells.append(_mean_std(per_seed))
+            lines.append(f"| {method} | {shots} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per category (mean over seeds)", "", "| category | method | shots | " + " | ".join(shown) + " |",
+              "|---|---|---|" + "---|" * len(shown)]
+    for category in dict.fromkeys(r["category"] for r in rows):
+        for method in spec.methods:
+            for shots in spec.shots:
+                sel = [r for r in rows if r["category"] == category and r["method"] == method and r["shots"] == shots]
+                cells = [f"{np.nanmean([r[m] for r in sel]) * 100:.1f}" if sel else "n/a" for m in shown]
+                lines.append(f"| {category} | {method} | {shots} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

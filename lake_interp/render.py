@@ -1,0 +1,27 @@
+"""Anomaly maps as images: a colour map and overlays on the original picture (numpy + PIL only)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# "jet"-like ramp: blue -> cyan -> yellow -> red, sampled at 5 stops
+_STOPS = np.array([[0, 0, 128], [0, 128, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0]], dtype=np.float32)
+
+
+def colorize(m: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """[H, W] float -> [H, W, 3] uint8; vmin/vmax default to the map's own range."""
+    vmin = float(np.min(m)) if vmin is None else vmin
+    vmax = float(np.max(m)) if vmax is None else vmax
+    t = np.clip((m - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(_STOPS) - 1)
+    lo = np.floor(t).astype(int).clip(0, len(_STOPS) - 2)
+    frac = (t - lo)[..., None]
+    return ((1 - frac) * _STOPS[lo] + frac * _STOPS[lo + 1]).astype(np.uint8)
+
+
+def overlay(image: Image.Image, m: np.ndarray, alpha: float = 0.5, vmin=None, vmax=None) -> Image.Image:
+    """The map (already at the image's size) blended over the image."""
+    heat = Image.fromarray(colorize(m, vmin, vmax))
+    if heat.size != image.size:
+        raise ValueError(f"map of size {heat.size} for an image of size {image.size}")
+    return Image.blend(image.convert("RGB"), heat, alpha)
