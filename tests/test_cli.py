@@ -1,0 +1,100 @@
+"""The CLI and the benchmark harness on a small synthetic dataset with the tiny random model."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from lake_interp.cli import main
+from lake_interp.data import make_synthetic_dataset
+
+TINY = ["--model", "lake-tiny", "--pretrained", "none", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), categories=["disc", "grid"], seed=1,
+                                  image_size=64, n_train=4, n_test_good=2, n_test_defect=1)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_hooks_lists_every_hook(capsys):
+    assert main(["hooks", *TINY, "--filter", "visual.blocks.3.mlp"]) == 0
+    out = capsys.readouterr()
+    assert "visual.blocks.3.mlp.hook_post" in out.out and "[1, 65, 256]" in out.out
+    assert "RANDOM WEIGHTS" in out.err
+
+
+def test_benchmark_writes_tables_and_resumes(root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench"
+    args = ["benchmark", "--dataset", "mvtec", "--root", str(root), "--shots", "1", "2", "--seeds", "0", "1",
+            "--out", str(out), "--k-neurons", "8", "--no-progress", *TINY]
+    assert main(args) == 0
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 2 * 4 * 2 * 2  # categories x methods x shots x seeds
+    assert {r["method"] for r in rows} == {"lake", "lake_random", "patchcore", "winclip"}
+    assert all(0.0 <= float(r["pixel_auroc"]) <= 1.0 for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "| lake_random | 2 |" in summary and "RANDOM WEIGHTS" in summary
+    assert (out / "categories" / "disc.csv").is_file()
+
+    # resume: finished categories are read back, not recomputed
+    (out / "categories" / "grid.csv").unlink()
+    import lake_interp.benchmark as bench
+
+    computed = []
+    original = bench._run_category
+    monkeypatch.setattr(bench, "_run_category", lambda m, s, b, cat, bar: computed.append(cat) or original(m, s, b, cat, bar))
+    assert main(args) == 0
+    assert computed == ["grid"]
+    assert len(read_csv(out / "results.csv")) == len(rows)
+
+    # a different run into the same folder is refused, nothing is lost
+    assert main([*args[:5], "--shots", "1", *args[8:]]) == 2
+    assert "different benchmark run" in capsys.readouterr().err
+    assert len(read_csv(out / "results.csv")) == len(rows)
+
+
+def test_fit_then_score_writes_overlays_at_original_size(root, tmp_path):
+    det, scored = tmp_path / "det", tmp_path / "scored"
+    normal = root / "disc" / "train" / "good"
+    assert main(["fit", "--normal", str(normal), "--class-name", "disc", "--out", str(det), "--k-neurons", "8", "--k", "2", *TINY]) == 0
+    meta = json.loads((det / "lake.json").read_text())
+    assert meta["class_name"] == "disc" and meta["config"]["k_neurons"] == 8
+    images = tmp_path / "to_score"
+    images.mkdir()
+    Image.new("RGB", (90, 50), (200, 30, 30)).save(images / "wide.png")
+    Image.open(root / "disc" / "test" / "good" / "000.png").save(images / "good.png")
+    assert main(["score", "--detector", str(det), "--images", str(images), "--out", str(scored)]) == 0
+    rows = read_csv(scored / "scores.csv")
+    assert [r["path"].split("/")[-1] for r in rows] == ["good.png", "wide.png"]
+    assert Image.open(scored / "maps" / "wide_overlay.png").size == (90, 50)
+    assert Image.open(scored / "maps" / "good_map.png").size == (64, 64)
+
+
+def test_cli_bad_inputs_are_clear(root, tmp_path, capsys):
+    assert main(["fit", "--normal", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), *TINY]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--out", str(tmp_path / "d"), *TINY]) == 2
+    assert "k_neurons=100 is larger than the width 64" in capsys.readouterr().err
+    assert main(["score", "--detector", str(tmp_path), "--images", str(root), "--out", str(tmp_path / "s")]) == 2
+    assert "lake.json" in capsys.readouterr().err
+    assert main(["benchmark", "--dataset", "mvtec", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "b"), *TINY]) == 2
+    assert "none" in capsys.readouterr().err
+
+
+def test_demo_writes_report(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--categories", "disc", *TINY]) == 0
+    report = (out / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in report and "| disc |" in report
+    assert (out / "report.html").is_file()
+    pngs = sorted(p.name for p in (out / "images").glob("*.png"))
+    assert len(pngs) == 6  # one per defect type and one normal image
+    for name in pngs:
+        assert f"images/{name}" in report
