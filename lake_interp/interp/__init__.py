@@ -1,0 +1,1 @@
+"""Neuron-level interpretability: top patches, heatmaps, statistics, ablation, patching, sweeps, words."""
