@@ -5,6 +5,10 @@ import pytest
 import torch
 
 from lake_interp import HookedCLIP
+from lake_interp.data import make_synthetic_dataset
+from tests.planted import MAGENTA, plant_color_channel
+
+CHANNEL = 7  # the planted magenta channel of `planted_model`
 
 
 def perturbed(oc: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
@@ -28,3 +32,16 @@ def tiny_open_clip():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_open_clip):
     return HookedCLIP.from_open_clip(tiny_open_clip, "lake-tiny")
+
+
+@pytest.fixture(scope="session")
+def magenta_root(tmp_path_factory):
+    """Synthetic "disc" category whose defects are all painted magenta."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), categories=["disc"], seed=0, image_size=64, defect_color=MAGENTA)
+
+
+@pytest.fixture(scope="session")
+def planted_model(tiny_open_clip):
+    """Tiny model whose residual channel CHANNEL responds to magenta (tests/planted.py)."""
+    model = HookedCLIP.from_open_clip(tiny_open_clip, "lake-tiny")
+    return plant_color_channel(model, CHANNEL, gain=30.0, brightness=0.0)

@@ -8,20 +8,7 @@ import torch.nn.functional as F
 from lake_interp import HookedCLIP, Lake, LakeConfig
 from lake_interp.data import MVTecAD, make_synthetic_dataset
 from lake_interp.metrics import image_metrics, pixel_metrics
-from tests.planted import MAGENTA, plant_color_channel
-
-CHANNEL = 7
-
-
-@pytest.fixture(scope="module")
-def magenta_root(tmp_path_factory):
-    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), categories=["disc"], seed=0, image_size=64, defect_color=MAGENTA)
-
-
-@pytest.fixture(scope="module")
-def planted_model(tiny_open_clip):
-    model = HookedCLIP.from_open_clip(tiny_open_clip, "lake-tiny")
-    return plant_color_channel(model, CHANNEL, gain=30.0, brightness=0.0)
+from tests.conftest import CHANNEL
 
 
 def evaluate(lake, root):

@@ -82,6 +82,10 @@ class LakeConfig:
         if self.k_neurons < 1:
             raise ValueError(f"LakeConfig.k_neurons={self.k_neurons}; expected >= 1")
 
+    def uses_selection(self) -> bool:
+        """True when neurons are selected (a random control makes sense): visual branch on, criterion not "all"."""
+        return self.text_weight < 1.0 and self.criterion != "all"
+
     def replace(self, **changes) -> "LakeConfig":
         return replace(self, **changes)
 

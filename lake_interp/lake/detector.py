@@ -81,21 +81,30 @@ class Lake:
         return {h: torch.cat(v) for h, v in out.items()}
 
     # ----------------------------------------------------------------- fit
-    def fit(self, support: Any) -> "Lake":
-        """support: k normal images (tensor batch, PIL images, paths or Samples)."""
+    def fit(self, support: Any, neurons: Optional[NeuronSet] = None) -> "Lake":
+        """support: k normal images (tensor batch, PIL images, paths or Samples). With `neurons`,
+        those neurons are used as they are (no selection): e.g. to rebuild the bank of a fitted
+        detector under an ablation."""
         acts = self.patch_activations(support, self.hooks) if self.uses_visual else {}
-        return self.fit_activations(acts)
+        return self.fit_activations(acts, neurons=neurons)
 
-    def fit_activations(self, acts: dict[str, torch.Tensor], text_features: Optional[torch.Tensor] = None) -> "Lake":
+    def fit_activations(self, acts: dict[str, torch.Tensor], text_features: Optional[torch.Tensor] = None,
+                        neurons: Optional[NeuronSet] = None) -> "Lake":
         """Fit from cached support activations (hook -> [N, P, d], class token dropped); text
         features [2, embed_dim] may be passed in when already computed for this class name."""
         cfg = self.config
         acts = {h: a.to(self.model.device) for h, a in acts.items()}
         if self.uses_visual:
-            generator = torch.Generator().manual_seed(cfg.seed)
-            scores = {h: criterion_scores(cfg.criterion, acts[h].flatten(0, 1), generator) for h in self.hooks}
-            criterion = cfg.criterion if isinstance(cfg.criterion, str) else cfg.to_dict()["criterion"]
-            self.neurons = NeuronSet.from_scores(scores, None if cfg.criterion == "all" else cfg.k_neurons, criterion)
+            if neurons is not None:
+                if sorted(neurons.hooks) != sorted(self.hooks):
+                    raise ValueError(f"neurons cover hooks {neurons.hooks}; this detector reads {self.hooks}")
+                self.neurons = neurons
+            else:
+                generator = torch.Generator().manual_seed(cfg.seed)
+                scores = {h: criterion_scores(cfg.criterion, acts[h].flatten(0, 1), generator) for h in self.hooks}
+                criterion = cfg.criterion if isinstance(cfg.criterion, str) else cfg.to_dict()["criterion"]
+                k = None if cfg.criterion == "all" else cfg.k_neurons
+                self.neurons = NeuronSet.from_scores(scores, k, criterion)
             for h in self.hooks:
                 a = acts[h]
                 bank = a.flatten(0, 1)[:, self.neurons.indices[h].to(a.device)].float()  # [N * P, K]

@@ -1,0 +1,154 @@
+"""Ablation, patching, sweeps and neuron words, proven on the tiny model with a planted neuron."""
+
+import numpy as np
+import pytest
+import torch
+
+from lake_interp import Lake, LakeConfig
+from lake_interp.data import MVTecAD
+from lake_interp.interp.ablation import ablate, ablation_effect, random_like, single_neuron_sweep
+from lake_interp.interp.patching import patch_neurons
+from lake_interp.interp.sweep import sweep
+from lake_interp.interp.words import neuron_words
+from lake_interp.lake.inputs import to_batch
+from tests.conftest import CHANNEL
+
+ONE_NEURON = LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0)
+
+
+@pytest.fixture(scope="module")
+def data(magenta_root):
+    support = MVTecAD(magenta_root, "disc", "train").few_shot(k=2, seed=0)
+    test = list(MVTecAD(magenta_root, "disc", "test"))
+    labels = np.array([s.label for s in test])
+    masks = np.stack([np.zeros((64, 64), bool) if s.mask is None else s.mask for s in test])
+    return support, test, labels, masks
+
+
+@pytest.fixture()
+def planted_lake(planted_model, data):
+    return Lake(planted_model, ONE_NEURON, class_name="disc").fit(data[0])
+
+
+def test_ablating_planted_neuron_removes_the_response_random_does_not(planted_lake, data):
+    support, test, labels, masks = data
+    planted = list(planted_lake.neurons)
+    assert all(i == CHANNEL for _, i in planted)
+    effect = ablation_effect(planted_lake, planted, support, test, labels, masks, n_random=2)
+    assert effect.clean["image_auroc"] > 0.95 and effect.clean["pixel_auroc"] > 0.98
+    assert effect.ablated["pixel_auroc"] == pytest.approx(0.5, abs=0.05)  # the map carries nothing
+    assert np.ptp(effect.ablated_scores) < 1e-6
+    for control in effect.random:
+        assert control["pixel_auroc"] > 0.95 and control["image_auroc"] > 0.9
+    assert effect.map_change > 10 * max(effect.random_map_change)
+    assert list(planted_lake.neurons) == planted  # the detector is restored
+    assert [r["condition"] for r in effect.table()] == ["clean", "ablated", "random seed 0", "random seed 1"]
+
+
+def test_mean_ablation_equals_independent_support_mean(tiny_model, data):
+    support = data[0]
+    hook, idx = "visual.blocks.1.mlp.hook_post", [3, 40, 200]
+    images = to_batch(data[1][:3], tiny_model)
+    with torch.no_grad():
+        _, cache = tiny_model.run_with_cache(to_batch(support, tiny_model), names_filter=hook)
+        mean = cache[hook][:, 1:, idx].reshape(-1, 3).mean(0)
+
+        def by_hand(act, hook):
+            act = act.clone()
+            act[..., idx] = mean
+            return act
+
+        expected = tiny_model.run_with_hooks(images, fwd_hooks=[(hook, by_hand)])
+        with ablate(tiny_model, [(hook, i) for i in idx], mode="mean", reference=support):
+            got = tiny_model(images)
+        clean = tiny_model(images)
+    torch.testing.assert_close(got, expected)
+    assert (got - clean).abs().max() > 1e-4
+    with torch.no_grad():  # the hooks are gone after the block
+        torch.testing.assert_close(tiny_model(images), clean)
+
+
+def test_zero_and_resample_ablation(tiny_model, data):
+    hook = "visual.blocks.2.hook_resid_post"
+    images = to_batch(data[1][:2], tiny_model)
+    with torch.no_grad(), ablate(tiny_model, [(hook, 5)], mode="zero"):
+        _, cache = tiny_model.run_with_cache(images, names_filter=hook)
+    assert torch.all(cache[hook][..., 5] == 0) and torch.any(cache[hook][..., 4] != 0)
+    support = data[0]
+    with torch.no_grad():
+        _, ref = tiny_model.run_with_cache(to_batch(support, tiny_model), names_filter=hook)
+        with ablate(tiny_model, [(hook, 5)], mode="resample", reference=support, seed=1):
+            _, cache = tiny_model.run_with_cache(images, names_filter=hook)
+    pool = set(np.round(ref[hook][:, 1:, 5].flatten().numpy(), 5).tolist())
+    assert set(np.round(cache[hook][..., 5].flatten().numpy(), 5).tolist()) <= pool
+
+
+def test_ablation_bad_input(tiny_model):
+    with pytest.raises(ValueError, match="unknown hook name 'visual.blocks.9.hook_resid_post'"):
+        with ablate(tiny_model, [("visual.blocks.9.hook_resid_post", 0)]):
+            pass
+    with pytest.raises(ValueError, match="channel 64 out of range"):
+        with ablate(tiny_model, [("visual.blocks.0.hook_resid_post", 64)]):
+            pass
+    with pytest.raises(ValueError, match="needs reference images"):
+        with ablate(tiny_model, [("visual.blocks.0.hook_resid_post", 1)], mode="mean"):
+            pass
+    pairs = random_like(tiny_model, [("visual.blocks.0.hook_resid_post", 1), ("visual.blocks.0.hook_resid_post", 2)], seed=0)
+    assert len(pairs) == 2 and all(i not in (1, 2) for _, i in pairs)
+
+
+def test_single_neuron_sweep_ranks_planted_first(planted_model, data):
+    support, test, labels, _ = data
+    lake = Lake(planted_model, ONE_NEURON.replace(layers=(1.0,)), class_name="disc").fit(support)
+    hook = lake.hooks[0]
+    rows = single_neuron_sweep(lake, [(hook, 3), (hook, CHANNEL), (hook, 20)], support, test, labels)
+    assert rows[0]["index"] == CHANNEL and rows[0]["score_drop"] > 0
+    assert rows[0]["score_drop"] > 10 * max(abs(r["score_drop"]) for r in rows[1:])
+
+
+def test_patching_planted_neuron_removes_anomaly_score(planted_lake, data):
+    _, test, labels, _ = data
+    anomalous = [s for s in test if s.label == 1][:4]
+    normal = [s for s in test if s.label == 0][:1]
+    result = patch_neurons(planted_lake, normal, anomalous, list(planted_lake.neurons))
+    assert result.removed["all"] > 0.95
+    assert result.restored["all"] > 0.5
+    first, last = planted_lake.hooks[0], planted_lake.hooks[-1]
+    # no block writes the planted channel: patched at the first hook it stays patched in every
+    # later one; patched only at the last hook, the three earlier banks still see the defect
+    assert result.removed[f"{first}[{CHANNEL}]"] > 0.95
+    assert 0.1 < result.removed[last] < 0.5
+    assert set(result.removed) >= {"all", *planted_lake.hooks}
+    other = patch_neurons(planted_lake, normal, anomalous, [(last, 3)], per_neuron=False)
+    assert abs(other.removed["all"]) < 0.05
+    assert result.removed_maps["all"].shape == (4, 64, 64)
+
+
+def test_sweep_over_k_and_text_weight(planted_model, data):
+    support, test, _, _ = data
+    base = LakeConfig(distance="euclidean", text_weight=0.0)
+    res = sweep(planted_model, support, test, "k_neurons", [1, 4], base=base, seeds=(0, 1))
+    assert [(r["value"], r["condition"]) for r in res.rows] == [
+        (1, "selected"), (1, "random"), (1, "random"), (4, "selected"), (4, "random"), (4, "random")]
+    summary = {(r["value"], r["condition"]): r["mean"] for r in res.summary("pixel_auroc")}
+    assert summary[(1, "selected")] > 0.98 and summary[(1, "selected")] > summary[(1, "random")]
+    tw = sweep(planted_model, support, test, "text_weight", [0.0, 1.0], base=base.replace(k_neurons=4), control=False)
+    assert [r["value"] for r in tw.rows] == [0.0, 1.0]
+    with pytest.raises(ValueError, match="cannot sweep 'kk'"):
+        sweep(planted_model, support, test, "kk", [1])
+
+
+def test_neuron_words_against_hand_computation(tiny_model):
+    hook_mlp, hook_res = "visual.blocks.3.mlp.hook_post", "visual.blocks.2.hook_resid_post"
+    words = ["scratch", "metal", "flawless"]
+    result = neuron_words(tiny_model, [(hook_mlp, 5), (hook_res, 7)], vocabulary=words)
+    with torch.no_grad():
+        text = tiny_model.encode_text(tiny_model.tokenizer([f"a photo of {w}." for w in words]))
+        text = text / text.norm(dim=-1, keepdim=True)
+        w, proj = tiny_model.visual.ln_post.weight, tiny_model.visual.proj
+        for row, d in enumerate([tiny_model.visual.blocks[3].mlp.c_proj.weight[:, 5], torch.eye(64)[7]]):
+            e = ((d - d.mean()) * w) @ proj
+            torch.testing.assert_close(result.similarity[row], text @ (e / e.norm()), atol=1e-5, rtol=1e-4)
+    assert result.top(1)[0]["top"][0][0] == words[int(result.similarity[0].argmax())]
+    with pytest.raises(ValueError, match="not 'visual.blocks.1.ln1.hook_normalized'"):
+        neuron_words(tiny_model, [("visual.blocks.1.ln1.hook_normalized", 0)])
