@@ -152,3 +152,27 @@ def test_neuron_words_against_hand_computation(tiny_model):
     assert result.top(1)[0]["top"][0][0] == words[int(result.similarity[0].argmax())]
     with pytest.raises(ValueError, match="not 'visual.blocks.1.ln1.hook_normalized'"):
         neuron_words(tiny_model, [("visual.blocks.1.ln1.hook_normalized", 0)])
+
+
+def test_causal_figures_build_and_export(planted_lake, planted_model, data, tmp_path):
+    from lake_interp.export import save_figure
+    from lake_interp.interp import ablation_figure, neuron_sweep_figure, patching_figure, sweep_figure, words_figure
+
+    support, test, labels, masks = data
+    neurons = list(planted_lake.neurons)
+    effect = ablation_effect(planted_lake, neurons, support, test[:6], labels[:6], masks[:6], n_random=1)
+    patched = patch_neurons(planted_lake, [s for s in test if s.label == 0][:1], [s for s in test if s.label == 1][:2], neurons)
+    sw = sweep(planted_model, support, test, "k_neurons", [1, 2], base=ONE_NEURON)
+    figs = {
+        "ablation": ablation_figure(effect),
+        "single": neuron_sweep_figure(single_neuron_sweep(planted_lake, neurons[:2], support, test[:4], labels[:4])),
+        "patching": patching_figure(patched),
+        "sweep": sweep_figure(sw, "pixel_auroc"),
+        "words": words_figure(neuron_words(planted_model, neurons)),
+    }
+    assert len(figs["ablation"].data) == 3 and len(figs["sweep"].data) == 2
+    assert list(figs["ablation"].data[1].y)[1] == pytest.approx(effect.ablated["pixel_auroc"])
+    for name, fig in figs.items():
+        written = save_figure(fig, tmp_path / name)
+        assert sorted(p.suffix for p in written) == [".html", ".pdf", ".png", ".svg"]
+        assert all(p.stat().st_size > 500 for p in written)
