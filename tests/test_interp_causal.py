@@ -176,3 +176,21 @@ def test_causal_figures_build_and_export(planted_lake, planted_model, data, tmp_
         written = save_figure(fig, tmp_path / name)
         assert sorted(p.suffix for p in written) == [".html", ".pdf", ".png", ".svg"]
         assert all(p.stat().st_size > 500 for p in written)
+
+
+def test_neuron_explorer_static_views(planted_lake, data):
+    from lake_interp.interp.explorer import NeuronExplorer
+
+    support, test, labels, _ = data
+    explorer = NeuronExplorer(planted_lake, test, support, n_top=4)
+    hook = explorer.hooks[0]
+    assert explorer.channels(hook) == [CHANNEL]
+    anomalous = int(np.flatnonzero(labels == 1)[0])
+    figs = explorer.figures(hook, CHANNEL, anomalous)
+    assert set(figs) == {"top_patches", "heatmap", "ablation", "words"}
+    clean_title, ablated_title = [a.text for a in figs["ablation"].layout.annotations]
+    assert float(clean_title.split("score ")[1][:-1]) > float(ablated_title.split("score ")[1][:-1])
+    shown = explorer.show(static=True)  # no widget front end: the same figures, returned
+    assert set(shown) == set(figs)
+    with pytest.raises(ValueError, match="not among"):
+        explorer.figures(hook, 3)

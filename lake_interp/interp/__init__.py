@@ -5,6 +5,7 @@ draws it with plotly (and `lake_interp.export.save_figure` writes HTML, PNG, SVG
 """
 
 from lake_interp.interp.ablation import AblationEffect, ablate, ablation_effect, random_like, single_neuron_sweep
+from lake_interp.interp.explorer import NeuronExplorer
 from lake_interp.interp.figures import (
     ablation_figure,
     heatmap_figure,
@@ -23,7 +24,7 @@ from lake_interp.interp.top_patches import TopPatches, top_activating_patches
 from lake_interp.interp.words import VOCABULARY, NeuronWords, neuron_words
 
 __all__ = [
-    "AblationEffect", "Heatmaps", "NeuronStats", "NeuronWords", "PatchingResult", "SweepResult", "TopPatches",
+    "AblationEffect", "Heatmaps", "NeuronExplorer", "NeuronStats", "NeuronWords", "PatchingResult", "SweepResult", "TopPatches",
     "VOCABULARY", "ablate", "ablation_effect", "ablation_figure", "heatmap_figure", "neuron_heatmap",
     "neuron_stats", "neuron_stats_figure", "neuron_sweep_figure", "neuron_words", "patch_neurons",
     "patching_figure", "random_like", "single_neuron_sweep", "sweep", "sweep_figure", "top_activating_patches",

@@ -33,6 +33,12 @@ class TopPatches:
     margin: int
     n_images: int
 
+    def subset(self, neurons: list[tuple[str, int]]) -> "TopPatches":
+        """The same result restricted to some of its neurons (in the order given)."""
+        pos = [self.neurons.index((h, int(c))) for h, c in neurons]
+        return TopPatches(list(neurons), self.values[pos], self.image_index[pos], self.row[pos], self.col[pos],
+                          self.crops[pos], self.patch_size, self.margin, self.n_images)
+
     def rows(self) -> list[dict]:
         """One record per (neuron, rank), e.g. for a pandas DataFrame."""
         return [
