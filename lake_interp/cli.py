@@ -136,6 +136,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from lake_interp.study import StudyConfig, run_study
+
+    cfg = StudyConfig.from_json(args.config)
+    model = load_model(cfg.model, cfg.pretrained, args.device)
+    command = f"lake-interp figures --config {args.config} --out {args.out}"
+    made = run_study(model, cfg, args.out, command=command)
+    print(f"wrote {len(made)} figures to {args.out}: " + ", ".join(m["name"] for m in made))
+    return 0
+
+
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from lake_interp.lake.config import METHODS
@@ -187,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-neurons", type=int, default=None, help="default: 100, or 16 for lake-tiny")
     add_model_args(p)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("figures", help="regenerate every interpretability figure of a study from a JSON config")
+    p.add_argument("--config", required=True, type=Path, help="study config (see lake_interp/study.py: StudyConfig)")
+    p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

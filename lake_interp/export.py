@@ -55,7 +55,11 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
     layout = fig.layout
     mfig = plt.figure(figsize=(width, height))
     axes: dict[tuple[str, str], plt.Axes] = {}
-    colors = iter(DEFAULT_COLORS * 100)
+    palette: dict[str, str] = {}
+
+    def color(trace) -> str:  # one colour per trace name, the same in every subplot
+        key = trace.legendgroup or trace.name or str(id(trace))
+        return palette.setdefault(key, DEFAULT_COLORS[len(palette) % len(DEFAULT_COLORS)])
 
     def ax_for(trace):
         key = _axis_names(trace)
@@ -63,8 +67,9 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
             xa, ya = layout[key[0]], layout[key[1]]
             x0, x1 = xa.domain or (0, 1)
             y0, y1 = ya.domain or (0, 1)
-            pad = 0.08
-            axes[key] = mfig.add_axes([x0 + pad * (x1 - x0) * 0.5, y0 + pad, (x1 - x0) * (1 - pad), (y1 - y0) * (1 - 2 * pad)])
+            pad = 0.06  # of the domain, on each side, for tick labels
+            w, h = x1 - x0, y1 - y0
+            axes[key] = mfig.add_axes([x0 + pad * w, y0 + pad * h, w * (1 - 2 * pad), h * (1 - 2 * pad)])
         return axes[key]
 
     bars: dict[tuple, list] = {}
@@ -79,7 +84,7 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
         for j, t in enumerate(group):
             pos = [cats.index(str(x)) + (j - (n - 1) / 2) * w for x in t.x]
             err = t.error_y.array if t.error_y and t.error_y.array is not None else None
-            ax.bar(pos, t.y, width=w, yerr=err, label=t.name, color=next(colors), capsize=3)
+            ax.bar(pos, t.y, width=w, yerr=err, label=t.name if t.showlegend is not False else None, color=color(t), capsize=3)
         ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 8 else 0, ha="right" if max(map(len, cats)) > 8 else "center")
     for trace in fig.data:
         if trace.type == "bar":
@@ -91,7 +96,7 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
             xs = x if numeric else list(range(len(x)))
             err = trace.error_y.array if trace.error_y and trace.error_y.array is not None else None
             mode = trace.mode or "lines+markers"
-            ax.errorbar(xs, trace.y, yerr=err, label=trace.name, capsize=3, color=next(colors),
+            ax.errorbar(xs, trace.y, yerr=err, label=trace.name if trace.showlegend is not False else None, capsize=3, color=color(trace),
                         linestyle="-" if "lines" in mode else "none", marker="o" if "markers" in mode else None)
             if not numeric:
                 ax.set_xticks(xs, [str(v) for v in x])
@@ -110,7 +115,7 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
             ax.set_xticks([])
             ax.set_yticks([])
         elif trace.type == "histogram":
-            ax.hist(trace.x, bins=30, alpha=0.6, label=trace.name, color=next(colors), density=trace.histnorm is not None)
+            ax.hist(trace.x, bins=30, alpha=0.6, label=trace.name, color=color(trace), density=trace.histnorm is not None)
         else:
             raise NotImplementedError(f"static export of plotly {trace.type!r} traces is not implemented")
     for (xk, yk), ax in axes.items():
@@ -118,11 +123,11 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
         ax.set_ylabel(_text(layout[yk].title))
         if layout[yk].range is not None:
             ax.set_ylim(layout[yk].range)
-        if any(line.get_label() and not line.get_label().startswith("_") for line in ax.get_legend_handles_labels()[0]):
+        if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=7)
     for ann in layout.annotations or ():  # subplot titles
         if ann.xref == "paper" and ann.yref == "paper":
             mfig.text(ann.x, ann.y, ann.text, ha="center", va="bottom", fontsize=8)
     if _text(layout.title):
-        mfig.suptitle(_text(layout.title), fontsize=10, y=1.04)
+        mfig.suptitle(_text(layout.title), fontsize=10, y=1.05, va="bottom")
     return mfig

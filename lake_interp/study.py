@@ -1,0 +1,263 @@
+"""`lake-interp figures`: every interpretability figure of a study, from one small JSON config.
+
+Writes, per figure, `<name>.png|svg|pdf` (static, no browser needed), `<name>.html`
+(interactive), the numbers behind it (`<name>.csv` or `.json`) and its caption; plus
+`study_config.json` and a README.md listing the figures and the command that made them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lake_interp.benchmark import BenchmarkSpec, cache_test_set, class_name_for, run_benchmark
+from lake_interp.data import load_dataset, make_synthetic_dataset
+from lake_interp.export import save_figure
+from lake_interp.interp import (
+    ablate, neuron_words, sweep, sweep_figure, top_activating_patches, top_patches_figure, words_figure,
+)
+from lake_interp.interp.stream import neuron_label
+from lake_interp.lake import Lake, LakeConfig
+from lake_interp.lake.inputs import resize_map
+from lake_interp.lake.neurons import NeuronSet
+from lake_interp.render import overlay
+
+
+@dataclass
+class StudyConfig:
+    """A study: model, data, and the axes of the figures. Plain data, read from JSON."""
+
+    model: str = "ViT-B-16"
+    pretrained: Optional[str] = "openai"
+    dataset: str = "synthetic"  # mvtec, visa, btad, mvtec_loco, folder, or synthetic (generated)
+    root: Optional[str] = None  # dataset root; for synthetic: where to generate (default <out>/data)
+    categories: list = field(default_factory=lambda: ["disc", "grid"])
+    shots: list = field(default_factory=lambda: [1, 2, 4])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    k_values: list = field(default_factory=lambda: [10, 25, 50, 100, 200])
+    text_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 1.0])
+    lake: dict = field(default_factory=dict)  # LakeConfig fields
+    n_top_neurons: int = 6
+    n_examples: int = 4
+    synthetic: dict = field(default_factory=dict)  # make_synthetic_dataset keyword arguments
+
+    @classmethod
+    def from_json(cls, path) -> "StudyConfig":
+        d = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"{path}: unknown study fields {sorted(set(d) - known)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _caption_suffix(cfg: StudyConfig, model) -> str:
+    warn = " RANDOM WEIGHTS: illustrative only, the numbers mean nothing." if model.random_weights else ""
+    return (f"Model {cfg.model} (pretrained {model.pretrained}), dataset {cfg.dataset}, categories "
+            f"{', '.join(cfg.categories)}, shots {cfg.shots}, seeds {cfg.seeds}.{warn}")
+
+
+def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figures") -> list[dict]:
+    """Make every figure; returns [{name, caption, files}] (also written to README.md)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    dataset, root = cfg.dataset, cfg.root
+    if dataset == "synthetic":
+        root = root or str(out / "data")
+        if not Path(root).is_dir():
+            make_synthetic_dataset(root, categories=cfg.categories, **cfg.synthetic)
+        dataset = "mvtec"
+    base = LakeConfig.from_dict(cfg.lake)
+    suffix = _caption_suffix(cfg, model)
+    made = []
+
+    def emit(name: str, fig: go.Figure, caption: str, data, width=8.0, height=4.5):
+        fig.update_layout(title={"text": fig.layout.title.text or name})
+        files = save_figure(fig, out / name, width=width, height=height)
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            _write_csv(out / f"{name}.csv", data)
+            files.append(out / f"{name}.csv")
+        else:
+            (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=_jsonable))
+            files.append(out / f"{name}.json")
+        full = f"{caption} {suffix}"
+        (out / f"{name}.caption.txt").write_text(full + "\n")
+        made.append({"name": name, "caption": full, "files": [f.name for f in files]})
+
+    # 1. selected vs random neurons (and the baselines), over categories, shots, seeds
+    spec = BenchmarkSpec(dataset, root, cfg.model, model.pretrained, cfg.categories, cfg.shots, cfg.seeds,
+                         config=cfg.lake)
+    rows = run_benchmark(model, spec, out / "benchmark", progress=False)
+    emit("fig1_selected_vs_random", _methods_figure(rows, spec), (
+        "Selected (variance top-K) vs random neurons, and the all-neuron and text-only baselines: "
+        "mean over categories, error bars = std over seeds."), rows, width=10)
+
+    # shared fit for figures 3, 4, 5, 7: first category, most shots, seed 0
+    category, shots = cfg.categories[0], max(cfg.shots)
+    train = load_dataset(dataset, root, category, "train")
+    test = load_dataset(dataset, root, category, "test")
+    support = train.few_shot(shots, cfg.seeds[0])
+    lake = Lake(model, base, class_name_for(category)).fit(support)
+
+    # 2. metrics vs K with the random control; 6. text weight sweep
+    for name, param, values, text in (
+        ("fig2_metrics_vs_k", "k_neurons", cfg.k_values, "Image and pixel AUROC vs K neurons per hook"),
+        ("fig6_text_weight", "text_weight", cfg.text_weights, "Image and pixel AUROC vs the text weight"),
+    ):
+        results = [sweep(model, load_dataset(dataset, root, c, "train").few_shot(shots, cfg.seeds[0]),
+                         load_dataset(dataset, root, c, "test"), param, values, base, cfg.seeds,
+                         class_name=class_name_for(c)) for c in cfg.categories]
+        merged = type(results[0])(param, results[0].values, [r for res in results for r in res.rows])
+        emit(name, _two_metric_sweep(merged), f"{text}, selected neurons and the random control "
+             f"({shots}-shot; mean over categories and control seeds, error bars = std).", merged.rows)
+
+    # 3. where the neurons sit: global top-K over every block and both sites
+    emit("fig3_neuron_depth", *_depth_figure(model, base, support, category))
+
+    # 4. top-activating patches of the most sensitive neurons
+    top = _most_sensitive(lake.neurons, cfg.n_top_neurons)
+    patches = top_activating_patches(model, test, top, n=8)
+    emit("fig4_top_patches", top_patches_figure(patches), (
+        f"Top-activating test patches of the {len(top)} most sensitive selected neurons ({category}); "
+        "value = activation."), patches.rows(), width=10, height=1.4 * len(top) + 1)
+
+    # 5. maps before / after ablating the selected neurons
+    fig5, data5 = _ablation_maps(lake, support, test, cfg.n_examples)
+    emit("fig5_ablation_maps", fig5, (
+        f"Anomalous test images ({category}), their masks, and LAKE's fused map before and after zero-ablating "
+        f"the {len(lake.neurons)} selected neurons (bank rebuilt under the ablation)."), data5,
+        width=8, height=2 * cfg.n_examples + 1)
+
+    # 7. neuron to words
+    words = neuron_words(model, top)
+    emit("fig7_neuron_words", words_figure(words), (
+        "Neuron to language: cosine between each top neuron's written direction (through ln_post, linearised, "
+        "and proj) and the text embeddings of defect and material words."), words.top(5), width=10)
+
+    _write_readme(out, made, command)
+    return made
+
+
+def _jsonable(x):
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _methods_figure(rows: list[dict], spec: BenchmarkSpec) -> go.Figure:
+    metrics = [("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "pixel AUPRO")]
+    fig = make_subplots(1, len(metrics), subplot_titles=[t for _, t in metrics])
+    for col, (metric, _) in enumerate(metrics, start=1):
+        for method in spec.methods:
+            means, stds = [], []
+            for shots in spec.shots:
+                per_seed = [np.nanmean([r[metric] for r in rows if r["method"] == method and r["shots"] == shots
+                                        and r["seed"] == s]) for s in spec.seeds]
+                means.append(float(np.nanmean(per_seed)))
+                stds.append(float(np.nanstd(per_seed)))
+            fig.add_bar(x=[f"{s}-shot" for s in spec.shots], y=means, error_y={"type": "data", "array": stds},
+                        name=method, showlegend=col == 1, row=1, col=col)
+        fig.update_yaxes(range=[0, 1.05], title_text="metric (0-1)" if col == 1 else None, row=1, col=col)
+    fig.update_layout(barmode="group", title="Selected vs random neurons and baselines")
+    return fig
+
+
+def _two_metric_sweep(result) -> go.Figure:
+    fig = make_subplots(1, 2, subplot_titles=["image AUROC", "pixel AUROC"])
+    for col, metric in enumerate(("image_auroc", "pixel_auroc"), start=1):
+        for trace in sweep_figure(result, metric).data:
+            trace.showlegend = col == 1
+            fig.add_trace(trace, 1, col)
+        fig.update_xaxes(title_text=result.param, row=1, col=col)
+    fig.update_layout(title=f"Detector metrics vs {result.param}")
+    return fig
+
+
+def _depth_figure(model, base: LakeConfig, support, category: str):
+    n_layers = model.cfg.vision.n_layers
+    sites = ("hook_resid_post", "mlp.hook_post")
+    probe = Lake(model, base.replace(sites=sites, layers=tuple(range(n_layers)), k_neurons=1, text_weight=0.0,
+                                     criterion=base.criterion if base.criterion != "all" else "variance"))
+    probe.fit(support)
+    scores = probe.neurons.all_scores  # hook -> [d]
+    normalised = {h: s / s.median().clamp_min(1e-12) for h, s in scores.items()}
+    flat = sorted(((float(v), h) for h, s in normalised.items() for v in s), reverse=True)
+    k = base.k_neurons * len(base.layers)
+    counts = {h: 0 for h in scores}
+    for _, h in flat[:k]:
+        counts[h] += 1
+    fig = go.Figure()
+    for site in sites:
+        fig.add_bar(name=site, x=[str(layer) for layer in range(n_layers)],
+                    y=[counts[f"visual.blocks.{layer}.{site}"] for layer in range(n_layers)])
+    fig.update_layout(barmode="group", title="Where the most sensitive neurons sit", xaxis_title="block",
+                      yaxis_title="neurons in the global top-K")
+    caption = (f"Counts per block and site of the global top {k} neurons by criterion score ({base.criterion if base.criterion != 'all' else 'variance'}), "
+               f"each score divided by the median score of its hook so that layers of different scale compare "
+               f"({category}, {len(support)}-shot support).")
+    data = {"k": k, "counts": counts, "median_score": {h: float(s.median()) for h, s in scores.items()}}
+    return fig, caption, data
+
+
+def _most_sensitive(neurons: NeuronSet, n: int) -> list[tuple[str, int]]:
+    """Round robin over hooks, best first within each hook."""
+    per_hook = [list(zip([h] * len(i), i.tolist())) for h, i in neurons.indices.items()]
+    out = []
+    for rank in range(max(len(p) for p in per_hook)):
+        out += [p[rank] for p in per_hook if rank < len(p)]
+    return out[:n]
+
+
+def _ablation_maps(lake, support, test, n_examples: int):
+    anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
+    samples = [test[i] for i in anomalous]
+    clean = lake.score(samples)
+    keep = lake.neurons
+    with ablate(lake.model, keep):
+        lake.fit(support, neurons=keep)
+        ablated = lake.score(samples)
+    lake.fit(support, neurons=keep)
+    vmax = float(max(clean.maps.max(), ablated.maps.max()))
+    vmin = float(min(clean.maps.min(), ablated.maps.min()))
+    titles = []
+    for i, s in enumerate(samples):
+        titles += [f"{s.defect} {s.path.stem}", "mask", f"clean {float(clean.image_scores[i]):.3f}",
+                   f"ablated {float(ablated.image_scores[i]):.3f}"]
+    fig = make_subplots(len(samples), 4, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
+    rows = []
+    for i, s in enumerate(samples):
+        w, h = s.image.size
+        mask = np.zeros((h, w), bool) if s.mask is None else s.mask
+        panels = [np.asarray(s.image), np.stack([mask * 255] * 3, -1).astype(np.uint8)]
+        for m in (clean.maps[i], ablated.maps[i]):
+            panels.append(np.asarray(overlay(s.image, resize_map(m, h, w), vmin=vmin, vmax=vmax)))
+        for j, panel in enumerate(panels, start=1):
+            fig.add_trace(go.Image(z=panel), i + 1, j)
+        rows.append({"path": str(s.path), "defect": s.defect, "clean_score": float(clean.image_scores[i]),
+                     "ablated_score": float(ablated.image_scores[i])})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title="Anomaly maps before and after ablating the selected neurons")
+    return fig, rows
+
+
+def _write_readme(out: Path, made: list[dict], command: str) -> None:
+    lines = ["# Figures", "", f"Made by `{command}` (config: `study_config.json`). Each figure comes as PNG, SVG and "
+             "PDF (static, drawn with matplotlib: no browser needed), HTML (interactive plotly), the numbers behind "
+             "it (CSV/JSON) and its caption (`.caption.txt`).", ""]
+    for m in sorted(made, key=lambda m: m["name"]):
+        lines += [f"## {m['name']}", "", f"![{m['name']}]({m['name']}.png)", "", m["caption"], "",
+                  "Files: " + ", ".join(f"`{f}`" for f in m["files"]), ""]
+    (out / "README.md").write_text("\n".join(lines))
