@@ -58,7 +58,7 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
 
     out = Path(out_dir)
     (out / "categories").mkdir(parents=True, exist_ok=True)
-    _guard_resume(out / "run.json", spec)
+    _guard_resume(out / "run.json", spec, model)
     for m in spec.methods:
         method_config(m)  # unknown method names fail before any work
     base = LakeConfig.from_dict(spec.config)
@@ -137,17 +137,21 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
     return out
 
 
-def _guard_resume(path: Path, spec: BenchmarkSpec) -> None:
+def _guard_resume(path: Path, spec: BenchmarkSpec, model) -> None:
+    """run.json records the spec and the model's weights hash; a resumed run must match both."""
+    from lake_interp.lake.persist import model_identity
+
+    current = json.loads(json.dumps({**spec.to_dict(), "weights_sha256": model_identity(model)["weights_sha256"]}))
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved != spec.to_dict():
-            changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
+        if saved != current:
+            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise ValueError(
                 f"{path.parent} holds a different benchmark run (differs in {changed}); "
                 f"use another --out, or delete {path.parent} to start over"
             )
     else:
-        path.write_text(json.dumps(spec.to_dict(), indent=1))
+        path.write_text(json.dumps(current, indent=1))
 
 
 def _progress(total: int, enabled: bool):
@@ -209,12 +213,13 @@ def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
                 per_seed = [np.nanmean([r[metric] for r in sel if r["seed"] == s] or [math.nan]) for s in spec.seeds]
                 cells.append(_mean_std(per_seed))
             lines.append(f"| {method} | {shots} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per category (mean over seeds)", "", "| category | method | shots | " + " | ".join(shown) + " |",
+    lines += ["", "## Per category (mean ± std over seeds)", "", "| category | method | shots | " + " | ".join(shown) + " |",
               "|---|---|---|" + "---|" * len(shown)]
     for category in dict.fromkeys(r["category"] for r in rows):
         for method in spec.methods:
             for shots in spec.shots:
                 sel = [r for r in rows if r["category"] == category and r["method"] == method and r["shots"] == shots]
-                cells = [f"{np.nanmean([r[m] for r in sel]) * 100:.1f}" if sel else "n/a" for m in shown]
+                cells = [_mean_std([np.nanmean([r[m] for r in sel if r["seed"] == s]) for s in spec.seeds])
+                         if sel else "n/a" for m in shown]
                 lines.append(f"| {category} | {method} | {shots} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

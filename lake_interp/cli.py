@@ -99,7 +99,7 @@ def cmd_fit(args) -> int:
     from lake_interp.lake import Lake, LakeConfig
 
     normal = FolderDataset(normal_dir=args.normal)
-    support = normal.few_shot(args.k, args.seed) if args.k else list(normal)
+    support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
     model = load_model(args.model, args.pretrained, args.device)
     lake = Lake(model, LakeConfig.from_dict(config_dict(args)), class_name=args.class_name).fit(support)
     lake.save(args.out)

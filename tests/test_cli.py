@@ -98,3 +98,20 @@ def test_demo_writes_report(tmp_path):
     assert len(pngs) == 6  # one per defect type and one normal image
     for name in pngs:
         assert f"images/{name}" in report
+
+
+def test_benchmark_resumes_from_the_python_api_with_tuples(root, tmp_path, tiny_model):
+    from lake_interp.benchmark import BenchmarkSpec, run_benchmark
+
+    spec = BenchmarkSpec("mvtec", str(root), "lake-tiny", None, categories=("disc",), shots=(1,), seeds=(0,),
+                         methods=("lake",), config={"k_neurons": 4, "layers": (0.5, 1.0)})
+    first = run_benchmark(tiny_model, spec, tmp_path / "b", progress=False)
+    again = run_benchmark(tiny_model, spec, tmp_path / "b", progress=False)
+    assert first == again and len(first) == 1
+    import copy
+
+    other = copy.deepcopy(tiny_model)
+    with __import__("torch").no_grad():
+        other.visual.proj.add_(1.0)
+    with pytest.raises(ValueError, match="weights_sha256"):
+        run_benchmark(other, spec, tmp_path / "b", progress=False)

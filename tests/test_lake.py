@@ -138,3 +138,20 @@ def test_save_load_round_trip_and_refuses_other_model(tiny_model, tiny_open_clip
         Lake.load(tmp_path / "det", HookedCLIP.from_open_clip(other_oc, "lake-tiny"))
     with pytest.raises(FileNotFoundError, match="lake.json"):
         Lake.load(tmp_path / "nothing", tiny_model)
+
+
+def test_score_accepts_a_dataset_and_a_generator(tiny_model, magenta_root):
+    test = MVTecAD(magenta_root, "disc", "test")
+    lake = Lake(tiny_model, LakeConfig(k_neurons=4), class_name="disc").fit(MVTecAD(magenta_root, "disc", "train").few_shot(1))
+    by_dataset = lake.score(test)
+    by_generator = lake.score(s.image for s in test)
+    assert by_dataset.maps.shape == (len(test), 64, 64)
+    torch.testing.assert_close(by_dataset.maps, by_generator.maps)
+    with pytest.raises(ValueError, match="no images"):
+        lake.score([])
+
+
+def test_low_precision_model_keeps_its_dtype():
+    with pytest.warns(UserWarning, match="RANDOM WEIGHTS"):
+        model = HookedCLIP.from_pretrained("lake-tiny", pretrained=None, precision="bf16")
+    assert model.dtype == torch.bfloat16 and model.visual.blocks[0].mlp.c_fc.weight.dtype == torch.bfloat16

@@ -79,6 +79,6 @@ def neuron_words(model, neurons: Neurons, vocabulary: Sequence[str] = VOCABULARY
     if text_features is None:
         tokens = model.tokenizer([template.format(w) for w in vocabulary]).to(model.device)
         text_features = model.encode_text(tokens)
-    text = F.normalize(text_features.float(), dim=-1)
+    text = F.normalize(text_features.float(), dim=-1).to(model.device)
     dirs = torch.stack([joint_direction(model, neuron_direction(model, h, i)) for h, i in pairs]).float()
     return NeuronWords(list(vocabulary), pairs, F.normalize(dirs, dim=-1) @ text.T)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,13 @@ def to_pil(item: Any) -> Image.Image:
     raise TypeError(f"cannot read an image from {type(item).__name__}; expected a PIL image, path, Sample or tensor")
 
 
+def _is_single(item: Any) -> bool:
+    """One image (PIL, path, Sample, [H, W(, C)] array) rather than a collection of them."""
+    if isinstance(item, (Image.Image, str, Path)) or hasattr(item, "image"):
+        return True
+    return isinstance(item, np.ndarray) and item.ndim in (2, 3) and (item.ndim == 2 or item.shape[-1] in (1, 3, 4))
+
+
 def to_batch(images: Any, model) -> torch.Tensor:
     """[B, 3, S, S] on the model's device and dtype, S = model.image_size.
 
@@ -38,8 +45,9 @@ def to_batch(images: Any, model) -> torch.Tensor:
         if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[-2:]) != (size, size):
             raise ValueError(f"image tensor of shape {tuple(images.shape)}; expected [B, 3, {size}, {size}]")
         return batch.to(model.device, model.dtype)
-    if not isinstance(images, Sequence) or isinstance(images, (str, Path)):
-        images = [images]
+    images = [images] if _is_single(images) else list(images)
+    if not images:
+        raise ValueError("no images given")
     arrays = [np.asarray(to_pil(im).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)

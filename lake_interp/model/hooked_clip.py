@@ -92,7 +92,7 @@ class HookedCLIP(HookedRootModule):
             preprocess = open_clip.image_transform(cfg.vision.image_size, is_train=False, mean=mean, std=std)
         if tokenizer is None:
             tokenizer = _default_tokenizer(name, cfg.text.context_length)
-        param = next(oc.parameters())
+        param = oc.visual.conv1.weight  # open_clip keeps some parameters fp32 in low precision
         model = cls(cfg, preprocess, tokenizer).to(device=param.device, dtype=param.dtype)
         model.load_state_dict(state_dict_from_open_clip(oc), strict=True)
         model.image_mean, model.image_std = mean, std
