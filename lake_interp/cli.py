@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("figures"))
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_figures)
+
+    from lake_interp import perf
+
+    p = sub.add_parser("bench", help="performance benchmark: HookedCLIP and LAKE vs open_clip (benchmarks/run.py)")
+    perf.add_arguments(p)
+    p.set_defaults(func=perf.run)
     return parser
 
 

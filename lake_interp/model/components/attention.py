@@ -9,11 +9,8 @@ from einops import rearrange
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from lake_interp.model.components.hooks import has_hooks
 from lake_interp.model.config import BlockConfig
-
-
-def has_hooks(hook: HookPoint) -> bool:
-    return bool(hook._forward_hooks or hook._backward_hooks)
 
 
 class Attention(nn.Module):

@@ -1,8 +1,11 @@
 """LayerNorm with TransformerLens hook points, computed in fp32 and cast back."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
+
+from lake_interp.model.components.hooks import has_hooks
 
 
 class LayerNorm(nn.Module):
@@ -23,6 +26,9 @@ class LayerNorm(nn.Module):
 
     def _normalize(self, x: torch.Tensor, hooked: bool) -> torch.Tensor:
         dtype = x.dtype
+        if not (hooked and has_hooks(self.hook_scale)):  # same function, one fused kernel, when the scale is not looked at
+            out = F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), self.bias.float(), self.eps).to(dtype)
+            return self.hook_normalized(out) if hooked else out
         x = x.float()
         x = x - x.mean(-1, keepdim=True)
         scale = (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
