@@ -40,7 +40,6 @@ import tempfile
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 

@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 from PIL import Image
 
 from lake_interp.lake.inputs import resize_map

@@ -17,13 +17,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lake_interp.benchmark import BenchmarkSpec, cache_test_set, class_name_for, run_benchmark
+from lake_interp.benchmark import BenchmarkSpec, class_name_for, run_benchmark
 from lake_interp.data import load_dataset, make_synthetic_dataset
 from lake_interp.export import save_figure
 from lake_interp.interp import (
     ablate, neuron_words, sweep, sweep_figure, top_activating_patches, top_patches_figure, words_figure,
 )
-from lake_interp.interp.stream import neuron_label
 from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
 from lake_interp.lake.neurons import NeuronSet

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lake_interp import HookedCLIP, Lake, LakeConfig
-from lake_interp.data import MVTecAD, make_synthetic_dataset
+from lake_interp.data import MVTecAD
 from lake_interp.metrics import image_metrics, pixel_metrics
 from tests.conftest import CHANNEL
 

@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from lake_interp.interp.stream import stream_activations
 from lake_interp.interp.targets import Neurons, check_neurons
 from lake_interp.lake.neurons import NeuronSet
 
 MODES = ("zero", "mean", "resample")
 
 
-def reference_activations(model, reference: Any, hooks: list[str], batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """Patch activations of the reference images (e.g. the support set): hook -> [N, P, d]."""
-    if isinstance(reference, dict):
-        return reference
-    from lake_interp.lake.inputs import to_batch
+def reference_values(model, reference: Any, grouped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Values of the neurons on every patch of the reference images: hook -> [N * P, n neurons].
 
-    batch = to_batch(reference, model)
-    out: dict[str, list] = {h: [] for h in hooks}
-    with torch.no_grad():
-        for start in range(0, len(batch), batch_size):
-            _, cache = model.run_with_cache(batch[start : start + batch_size], names_filter=hooks)
-            for h in hooks:
-                out[h].append(cache[h][:, 1:])
-    return {h: torch.cat(v) for h, v in out.items()}
+    reference: images (anything `to_batch` reads) or cached activations hook -> [N, P, d]."""
+    if isinstance(reference, dict):
+        return {h: reference[h][..., idx].flatten(0, 1) for h, idx in grouped.items()}
+    acts = torch.cat([chunk.acts for chunk in stream_activations(model, reference, grouped)]).flatten(0, 1)
+    return dict(zip(grouped, acts.split([len(idx) for idx in grouped.values()], dim=-1)))
 
 
 def ablation_hooks(model, neurons: Neurons, mode: str = "zero", reference: Any = None, seed: int = 0):
@@ -38,17 +33,17 @@ def ablation_hooks(model, neurons: Neurons, mode: str = "zero", reference: Any =
     grouped = check_neurons(model, neurons)
     if mode != "zero" and reference is None:
         raise ValueError(f"mode={mode!r} needs reference images (e.g. the support set) or their activations")
-    refs = reference_activations(model, reference, list(grouped)) if mode != "zero" else {}
+    refs = reference_values(model, reference, grouped) if mode != "zero" else {}
     generator = torch.Generator().manual_seed(seed)
     hooks = []
     for hook, idx in grouped.items():
         if mode == "zero":
             fn = _replace_with(idx, lambda act, i=idx: torch.zeros_like(act[..., i]))
         elif mode == "mean":
-            mean = refs[hook][..., idx].flatten(0, 1).float().mean(dim=0)  # [n]: mean over support patches
+            mean = refs[hook].float().mean(dim=0)  # [n]: mean over the reference patches
             fn = _replace_with(idx, lambda act, m=mean: m.to(act).expand(*act.shape[:-1], -1))
         else:
-            pool = refs[hook][..., idx].flatten(0, 1)  # [N * P, n]: a random support patch per token
+            pool = refs[hook]  # [N * P, n]: each token takes the values of a random reference patch
 
             def sample(act, pool=pool):
                 pick = torch.randint(len(pool), act.shape[:-1], generator=generator)

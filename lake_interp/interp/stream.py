@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
 from lake_interp.interp.targets import Neurons, check_neurons
-from lake_interp.lake.inputs import to_batch
+from lake_interp.lake.inputs import is_single_image, to_batch
 
 
 @dataclass
@@ -42,11 +39,6 @@ def neuron_list(model, neurons: Neurons) -> tuple[dict[str, torch.Tensor], list[
     return grouped, [(h, int(i)) for h, idx in grouped.items() for i in idx]
 
 
-def _is_single(images: Any) -> bool:
-    return (isinstance(images, (str, Path, Image.Image)) or hasattr(images, "image")
-            or (isinstance(images, np.ndarray) and images.ndim == 3))
-
-
 def iter_chunks(images: Any, batch_size: int) -> Iterator[Any]:
     """Batches of at most `batch_size` items, read lazily: a tensor [B, 3, S, S] is sliced; any other
     iterable (list, dataset, generator) is consumed one batch at a time; a single image is one batch."""
@@ -57,7 +49,7 @@ def iter_chunks(images: Any, batch_size: int) -> Iterator[Any]:
         for s in range(0, images.shape[0], batch_size):
             yield images[s : s + batch_size]
         return
-    it = iter([images] if _is_single(images) else images)
+    it = iter([images] if is_single_image(images) else images)
     while chunk := list(islice(it, batch_size)):
         yield chunk
 

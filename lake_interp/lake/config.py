@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Sequence, Union
 
 # WinCLIP's compositional prompt ensemble (Jeong et al., CVPR 2023): state words x templates.

@@ -25,7 +25,7 @@ def to_pil(item: Any) -> Image.Image:
     raise TypeError(f"cannot read an image from {type(item).__name__}; expected a PIL image, path, Sample or tensor")
 
 
-def _is_single(item: Any) -> bool:
+def is_single_image(item: Any) -> bool:
     """One image (PIL, path, Sample, [H, W(, C)] array) rather than a collection of them."""
     if isinstance(item, (Image.Image, str, Path)) or hasattr(item, "image"):
         return True
@@ -45,7 +45,7 @@ def to_batch(images: Any, model) -> torch.Tensor:
         if batch.ndim != 4 or batch.shape[1] != 3 or tuple(batch.shape[-2:]) != (size, size):
             raise ValueError(f"image tensor of shape {tuple(images.shape)}; expected [B, 3, {size}, {size}]")
         return batch.to(model.device, model.dtype)
-    images = [images] if _is_single(images) else list(images)
+    images = [images] if is_single_image(images) else list(images)
     if not images:
         raise ValueError("no images given")
     arrays = [np.asarray(to_pil(im).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]

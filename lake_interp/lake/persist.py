@@ -6,7 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from lake_interp.lake.config import LakeConfig
