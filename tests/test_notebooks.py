@@ -1,5 +1,6 @@
 """Every notebook runs headless (nbclient) on the tiny offline model and the synthetic dataset."""
 
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -37,7 +38,14 @@ def test_notebook_runs(path, root, tmp_path):
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "one parameter cell, tagged 'parameters'"
     params[0].source = TINY[path.stem].format(root=str(root), out=str(tmp_path / "figs"))
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    timeout = 300
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", raise_on_iopub_timeout=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell in nb.cells:  # nbclient can run past a hung cell's timeout without raising: catch it here
+        if cell.cell_type == "code":
+            t = cell.metadata["execution"]
+            start, end = (datetime.fromisoformat(t[k].replace("Z", "+00:00")) for k in ("iopub.status.busy", "iopub.status.idle"))
+            assert (end - start).total_seconds() < 0.9 * timeout, f"cell hung: {cell.source[:80]}"
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     if path.stem == "04_paper_figures":

@@ -102,8 +102,8 @@ class NeuronExplorer:
         out = widgets.Output()
 
         def refresh(*_):
-            out.clear_output(wait=True)
             with out:
+                out.clear_output()
                 for fig in self.figures(hook.value, channel.value, image.value).values():
                     display(fig)
 
