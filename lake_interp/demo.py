@@ -12,7 +12,7 @@ from lake_interp.benchmark import cache_test_set, class_name_for, evaluate_resul
 from lake_interp.data import MVTecAD, make_synthetic_dataset
 from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
-from lake_interp.render import overlay
+from lake_interp.render import overlay, panel
 
 WARNING = ("**RANDOM WEIGHTS: this model was loaded with `--pretrained none`. Every score and map in this "
            "report is meaningless; the run only shows that the pipeline works.**")
@@ -40,12 +40,12 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
         figures += _examples(test, result, out / "images", category)
     report = out / "report.md"
     report.write_text(_markdown(model, config, shots, seed, rows, figures, random_weights))
-    report.with_suffix(".html").write_text(_html(report.read_text(), figures))
+    report.with_suffix(".html").write_text(_html(model, config, shots, seed, rows, figures, random_weights))
     return report
 
 
 def _examples(test, result, folder: Path, category: str) -> list[tuple[str, str]]:
-    """One overlay per defect type (and one normal image), at the image's own resolution."""
+    """One panel (image | ground truth | fused map) per defect type and one normal image."""
     seen, figures = set(), []
     vmin, vmax = float(result.maps.min()), float(result.maps.max())
     for i, entry in enumerate(test.entries):
@@ -54,39 +54,52 @@ def _examples(test, result, folder: Path, category: str) -> list[tuple[str, str]
         seen.add(entry.defect)
         sample = test[i]
         w, h = sample.image.size
+        heat = overlay(sample.image, resize_map(result.maps[i], h, w), vmin=vmin, vmax=vmax)
         name = f"{category}_{entry.defect}_{entry.path.stem}.png"
-        overlay(sample.image, resize_map(result.maps[i], h, w), vmin=vmin, vmax=vmax).save(folder / name)
-        figures.append((f"{category} / {entry.defect}: score {float(result.image_scores[i]):.3f}", f"images/{name}"))
+        panel(sample.image, sample.mask, heat).save(folder / name)
+        caption = (f"{category} / {entry.defect}: image score {float(result.image_scores[i]):.3f} "
+                   f"(image | ground truth | fused anomaly map)")
+        figures.append((caption, f"images/{name}"))
     return figures
 
 
-def _markdown(model, config, shots, seed, rows, figures, random_weights) -> str:
+def _summary(model, config, shots, seed) -> str:
+    return (f"Model `{model.cfg.name}` (pretrained `{model.pretrained}`), {shots}-shot support (seed {seed}), "
+            f"K = {config.k_neurons} neurons per hook, sites {list(config.sites)}, layers {list(config.layers)}, "
+            f"text weight {config.text_weight}. Data: the synthetic MVTec-AD-layout set in `data/`.")
+
+
+HEADER = ("category", "image AUROC", "image AP", "pixel AUROC", "pixel AUPRO", "selected neurons per hook")
+
+
+def _table(rows) -> list[tuple[str, ...]]:
     pct = lambda v: "n/a" if np.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
+    return [(category, pct(m["image_auroc"]), pct(m["image_ap"]), pct(m["pixel_auroc"]), pct(m["pixel_aupro"]),
+             "blocks " + ", ".join(f"{h.split('.')[2]}:{n}" for h, n in counts.items()))
+            for category, m, counts in rows]
+
+
+def _markdown(model, config, shots, seed, rows, figures, random_weights) -> str:
     lines = ["# lake_interp demo", ""]
     if random_weights:
         lines += [WARNING, ""]
-    lines += [
-        f"Model `{model.cfg.name}` (pretrained `{model.pretrained}`), {shots}-shot support (seed {seed}), "
-        f"K = {config.k_neurons} neurons per hook, sites {list(config.sites)}, layers {list(config.layers)}, "
-        f"text weight {config.text_weight}. Data: the synthetic MVTec-AD-layout set in `data/`.",
-        "",
-        "| category | image AUROC | image AP | pixel AUROC | pixel AUPRO | selected neurons per hook |",
-        "|---|---|---|---|---|---|",
-    ]
-    for category, m, counts in rows:
-        hooks = ", ".join(f"{h.split('.')[2]}:{n}" for h, n in counts.items())
-        lines.append(f"| {category} | {pct(m['image_auroc'])} | {pct(m['image_ap'])} | {pct(m['pixel_auroc'])} | "
-                     f"{pct(m['pixel_aupro'])} | blocks {hooks} |")
+    lines += [_summary(model, config, shots, seed), "", "| " + " | ".join(HEADER) + " |", "|---" * len(HEADER) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in _table(rows)]
     lines += ["", "## Anomaly maps (fused, one colour scale per category)", ""]
     lines += [f"![{caption}]({path})\n\n{caption}\n" for caption, path in figures]
     return "\n".join(lines) + "\n"
 
 
-def _html(markdown: str, figures) -> str:
-    body = []
-    for line in markdown.splitlines():
-        if line.startswith("!["):
-            continue
-        body.append(f"<p>{html.escape(line)}</p>" if line else "")
-    imgs = "".join(f'<figure><img src="{p}" width="256"><figcaption>{html.escape(c)}</figcaption></figure>' for c, p in figures)
-    return f"<html><head><meta charset='utf-8'><title>lake_interp demo</title></head><body>{''.join(body)}{imgs}</body></html>\n"
+def _html(model, config, shots, seed, rows, figures, random_weights) -> str:
+    e = html.escape
+    warning = f"<p class='warn'>{e(WARNING.strip('*'))}</p>" if random_weights else ""
+    head = "".join(f"<th>{e(c)}</th>" for c in HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in _table(rows))
+    imgs = "".join(f"<figure><img src='{e(p)}'><figcaption>{e(c)}</figcaption></figure>" for c, p in figures)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #aaa;padding:4px 8px;text-align:right}.warn{color:#b00;font-weight:bold}"
+             "figure{display:inline-block;margin:8px}img{height:256px;image-rendering:pixelated}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>lake_interp demo</title><style>{style}</style>"
+            f"</head><body><h1>lake_interp demo</h1>{warning}<p>{e(_summary(model, config, shots, seed))}</p>"
+            f"<table><tr>{head}</tr>{body}</table><h2>Anomaly maps (fused, one colour scale per category)</h2>"
+            f"{imgs}</body></html>\n")

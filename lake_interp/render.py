@@ -25,3 +25,17 @@ def overlay(image: Image.Image, m: np.ndarray, alpha: float = 0.5, vmin=None, vm
     if heat.size != image.size:
         raise ValueError(f"map of size {heat.size} for an image of size {image.size}")
     return Image.blend(image.convert("RGB"), heat, alpha)
+
+
+def panel(image: Image.Image, mask: np.ndarray | None, heat: Image.Image, height: int = 256) -> Image.Image:
+    """image | ground-truth mask (black where none) | heat, side by side, scaled to `height` pixels."""
+    w, h = image.size
+    gt = np.zeros((h, w), dtype=np.uint8) if mask is None else np.asarray(mask, dtype=np.uint8) * 255
+    tiles = [image.convert("RGB"), Image.fromarray(gt).convert("RGB"), heat.convert("RGB")]
+    size = (round(w * height / h), height)
+    tiles = [t.resize(size, Image.NEAREST) for t in tiles]
+    gap = 4
+    out = Image.new("RGB", (3 * size[0] + 2 * gap, height), "white")
+    for i, t in enumerate(tiles):
+        out.paste(t, (i * (size[0] + gap), 0))
+    return out

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -93,11 +94,17 @@ def test_demo_writes_report(tmp_path):
     assert main(["demo", "--out", str(out), "--categories", "disc", *TINY]) == 0
     report = (out / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report and "| disc |" in report
-    assert (out / "report.html").is_file()
-    pngs = sorted(p.name for p in (out / "images").glob("*.png"))
+    page = (out / "report.html").read_text()
+    assert "RANDOM WEIGHTS" in page and page.count("<tr>") == 2 and "<td>disc</td>" in page
+    pngs = sorted((out / "images").glob("*.png"))
     assert len(pngs) == 6  # one per defect type and one normal image
-    for name in pngs:
-        assert f"images/{name}" in report
+    for png in pngs:
+        assert f"images/{png.name}" in report and f"images/{png.name}" in page
+        panel = np.asarray(Image.open(png))
+        assert panel.shape[0] == 256 and panel.shape[1] > 3 * 256  # image | mask | map
+        third = (panel.shape[1] - 8) // 3
+        mask_tile = panel[:, third + 4 : 2 * third + 4]
+        assert (mask_tile.max() == 255) == ("good" not in png.name)  # the ground truth is drawn
 
 
 def test_benchmark_resumes_from_the_python_api_with_tuples(root, tmp_path, tiny_model):
