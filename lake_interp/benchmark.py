@@ -89,7 +89,7 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
     test_hooks = list(dict.fromkeys(h for lk in lakes.values() for h in lk.required_hooks))
     probe = next(iter(lakes.values()))
-    test_acts, masks, labels = cache_test_set(probe, test, test_hooks)
+    test_acts, masks, labels = cache_test_set(probe, test, test_hooks, mask_size=spec.resolution)
     text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
     rows = []
     for shots in spec.shots:
@@ -107,9 +107,10 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     return rows
 
 
-def cache_test_set(lake: Lake, test, hooks: list[str]):
-    """Cached activations (CPU) of the whole test set, masks at input size [N, S, S] (or None), labels."""
-    size = lake.model.image_size
+def cache_test_set(lake: Lake, test, hooks: list[str], mask_size: Optional[int] = None):
+    """Cached activations (CPU) of the whole test set, masks [N, S, S] (or None) resized once from the
+    originals (nearest) to `mask_size` (default: the model input size), labels."""
+    size = mask_size or lake.model.image_size
     acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     masks, labels, any_mask = [], [], False
     step = lake.config.batch_size

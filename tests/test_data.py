@@ -12,6 +12,7 @@ from PIL import Image
 from lake_interp.data import (
     BTAD, DATASETS, FolderDataset, MVTecAD, MVTecLOCO, Sample, VisA, load_dataset, load_mask, load_rgb,
 )
+from lake_interp.data.io import to_rgb
 from lake_interp.data.sample import DatasetError
 
 S = 16  # image side
@@ -151,6 +152,18 @@ def test_btad_mixed_extensions_and_stem_matching(tmp_path):
             assert np.array_equal(s.mask, expected[s.path.name]), s.path
         else:
             assert s.mask is None and s.path.suffix == ".bmp"
+    # a BTAD tree read as MVTec-AD: no 'good' folder is an unknown layout, not a defect type named 'ok'
+    for split, expected_msg in (("train", "expected only 'good'"), ("test", "'good' and one folder per defect")):
+        with pytest.raises(DatasetError, match=expected_msg) as e:
+            MVTecAD(tmp_path, "01", split)
+        assert str(p / split) in str(e.value) and "'ok'" in str(e.value)
+
+
+def test_train_split_with_a_defect_folder_is_refused(mvtec):
+    root, _ = mvtec
+    img(root / "bottle" / "train" / "broken" / "000.png")
+    with pytest.raises(DatasetError, match="expected only 'good'.*'broken'"):
+        MVTecAD(root, "bottle", "train")
 
 
 # --- MVTec LOCO ---------------------------------------------------------------------------------
@@ -188,7 +201,7 @@ def test_loco_union_of_masks_and_splits(tmp_path):
 # --- VisA -------------------------------------------------------------------------------------
 
 
-def _visa_raw(root: Path) -> dict[str, np.ndarray]:
+def _visa_raw(root: Path, encoding: str = "utf-8") -> dict[str, np.ndarray]:
     rows, expected = [], {}
     for obj in ("candle", "pcb1"):
         d = root / obj / "Data"
@@ -207,15 +220,16 @@ def _visa_raw(root: Path) -> dict[str, np.ndarray]:
             rows.append([obj, "test", "anomaly", rel, mrel])
         assert d.is_dir()
     (root / "split_csv").mkdir()
-    with open(root / "split_csv" / "1cls.csv", "w", newline="") as f:
+    with open(root / "split_csv" / "1cls.csv", "w", newline="", encoding=encoding) as f:
         w = csv.writer(f)
         w.writerow(["object", "split", "label", "image", "mask"])
         w.writerows(rows)
     return expected
 
 
-def test_visa_raw_layout_from_csv(tmp_path):
-    expected = _visa_raw(tmp_path)
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])  # a csv saved with a BOM reads the same
+def test_visa_raw_layout_from_csv(tmp_path, encoding):
+    expected = _visa_raw(tmp_path, encoding)
     assert VisA.categories(tmp_path) == ["candle", "pcb1"]
     train = VisA(tmp_path, "candle", "train")
     assert train.layout == "raw" and len(train) == 3 and train.labels.sum() == 0
@@ -279,6 +293,10 @@ def test_modes_converted_to_rgb(tmp_path):
         assert s.image.mode == "RGB" and s.image.size == (S, S)
         key = s.path.name if s.path.stem == "deep" else s.path.stem
         assert s.image.getpixel((3, 3)) == expected[key], s.path
+    # Pillow < 13 opens a 16-bit grayscale PNG as mode "I": scaled like I;16, not stretched per image
+    as_old_pillow = Image.open(d / "deep.png").convert("I")
+    as_old_pillow.format = "PNG"
+    assert to_rgb(as_old_pillow).getpixel((3, 3)) == (100, 100, 100)
 
 
 def test_mask_size_mismatch_resized_with_warning(tmp_path):
@@ -383,6 +401,10 @@ def test_few_shot_deterministic_and_order_independent(tmp_path):
         a.few_shot(k=21, seed=0)
     with pytest.raises(DatasetError):
         a.few_shot(k=0)
+    with pytest.raises(DatasetError, match="k must be"):
+        a.few_shot(k=True)
+    with pytest.raises(DatasetError, match="seed must be an integer"):
+        a.few_shot(k=2, seed=None)  # never a silently random support set
 
 
 def test_few_shot_uses_only_normal_images(mvtec):

@@ -167,6 +167,21 @@ def test_tie_groups_survive_chunk_boundaries():
         np.testing.assert_array_equal(a, b)
 
 
+def test_chunks_inside_one_tie_group(monkeypatch):
+    """Chunks that lie wholly inside a group of tied scores (binary or clipped maps) add no curve point."""
+    monkeypatch.setattr(ranking_module, "CHUNK", 7)
+    rng = np.random.default_rng(5)
+    masks = blob_masks(rng)
+    maps = np.where(rng.random(masks.shape) < 0.7, 0.0, rng.random(masks.shape) + masks).astype(np.float32)
+    got = pixel_metrics(maps, masks)
+    y, s = masks.ravel(), maps.ravel()
+    assert got["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-9)
+    assert got["ap"] == pytest.approx(sklearn_metrics.average_precision_score(y, s), abs=1e-9)
+    assert got["aupro"] == pytest.approx(ref_aupro(maps, masks, 0.3), abs=1e-3)
+    binary = pixel_metrics(masks.astype(np.float32), masks)
+    assert binary["auroc"] == binary["f1_max"] == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------- pixel level / AUPRO
 
 

@@ -69,8 +69,10 @@ class AnomalyDataset:
     def few_shot_indices(self, k: int, seed: int = 0) -> list[int]:
         """Indices of the `k` normal support images for `seed` (see `few_shot`)."""
         normal = [i for i, e in enumerate(self.entries) if e.label == 0]  # already sorted by path
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DatasetError(f"few_shot: k must be a positive integer, got {k!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise DatasetError(f"few_shot: seed must be an integer (the support set is drawn from it), got {seed!r}")
         if k > len(normal):
             raise DatasetError(
                 f"few_shot(k={k}) needs {k} normal images but {self.source} has only {len(normal)}"

@@ -89,12 +89,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB.
 
     L/1/P/CMYK/... use PIL's conversion; alpha (RGBA, LA, P with transparency) is dropped, as
-    `convert("RGB")` does everywhere else. 16-bit images (I;16*) are scaled 0..65535 -> 0..255;
-    32-bit int/float images (I, F) are min-max stretched to 0..255 per image.
+    `convert("RGB")` does everywhere else. 16-bit images (I;16*, and 16-bit PNGs, which Pillow < 13
+    opens as mode I) are scaled 0..65535 -> 0..255; other 32-bit int/float images (I, F) are min-max
+    stretched to 0..255 per image.
     """
     if im.mode == "RGB":
         return im
-    if im.mode.startswith("I;16"):
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):  # PNG has no 32-bit mode
         a = np.asarray(im).astype(np.float64) / 257.0
         return Image.fromarray(np.round(a).astype(np.uint8)).convert("RGB")
     if im.mode in ("I", "F"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lake_interp.data.base import AnomalyDataset, check_split
-from lake_interp.data.io import MaskIndex, list_images, require_dir, subdirs
+from lake_interp.data.io import DatasetError, MaskIndex, list_images, require_dir, subdirs
 from lake_interp.data.sample import NORMAL, Entry
 
 #: Given the ground-truth folder of one defect type, returns `find(image, required) -> mask paths`.
@@ -41,6 +41,11 @@ def scan_mvtec_split(
     """Entries of `cat_dir/split/<defect>/*`: images in `normal_dir` are normal (defect "good"),
     every other folder is a defect type whose masks are looked up in `cat_dir/ground_truth/<defect>`."""
     split_dir = require_dir(cat_dir / split, f"one folder per defect type ('{normal_dir}' for normal images)")
+    folders = [d.name for d in subdirs(split_dir)]
+    if normal_dir not in folders or (split != "test" and folders != [normal_dir]):
+        expected = f"'{normal_dir}' and one folder per defect type" if split == "test" else f"only '{normal_dir}'"
+        raise DatasetError(f"unknown layout in {split_dir}: expected {expected} (normal images in "
+                           f"'{normal_dir}'), found folders {folders}")
     entries = []
     for d in subdirs(split_dir):
         if d.name == normal_dir:

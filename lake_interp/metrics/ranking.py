@@ -71,13 +71,15 @@ def pack_keys(codes: np.ndarray, groups: np.ndarray, out: np.ndarray | None = No
 
 
 def iter_curve(sorted_keys: np.ndarray, weights: np.ndarray | None = None,
-               chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+               chunk: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Yield ``(tp, fp, wsum)`` at every distinct threshold, highest threshold first.
 
     ``tp``/``fp`` (int64): number of anomalous / normal samples with score >= threshold;
     ``wsum`` (float64, only with ``weights``): sum of ``weights[group]`` over those samples
-    (``weights[0]`` must be 0). Arrays are cumulative over the whole sequence, one chunk at a time.
+    (``weights[0]`` must be 0). Arrays are cumulative over the whole sequence, one chunk at a time
+    (``chunk`` samples, default ``CHUNK``); a chunk inside one group of tied scores yields nothing.
     """
+    chunk = chunk or CHUNK
     n = sorted_keys.size
     tp_run, w_run = 0, 0.0
     for a in range(0, n, chunk):
@@ -101,7 +103,8 @@ def iter_curve(sorted_keys: np.ndarray, weights: np.ndarray | None = None,
             w += w_run
             w_run = float(w[-1])
             wsum = w[idx]
-        yield tp, fp, wsum
+        if idx.size:
+            yield tp, fp, wsum
 
 
 def _with_prev(prev, x: np.ndarray) -> np.ndarray:
