@@ -1,8 +1,10 @@
 """HookedCLIP against open_clip itself: outputs, block outputs, ablation, patching, hook names."""
 
 import copy
+import math
 import warnings
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -413,3 +415,71 @@ def test_from_pretrained_bad_inputs(tmp_path):
         HookedCLIP.from_pretrained("lake-tiny", pretrained=str(wrong))
     with pytest.raises(RuntimeError, match="local path"):
         HookedCLIP.from_pretrained("lake-tiny", pretrained="not-a-tag")
+
+
+# ----------------------------------------------------------------------------- loading by name and tag
+
+
+def test_quick_gelu_tags_load_with_quick_gelu(monkeypatch, tmp_path, tiny_open_clip):
+    """A tag trained with QuickGELU (the openai weights) gets it, as open_clip's `-quickgelu` names do."""
+    import open_clip.factory
+
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(tiny_open_clip.state_dict(), checkpoint)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "lake-tiny", {"fake_openai": {"quick_gelu": True}})
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda *a, **k: str(checkpoint))  # no network
+    model = HookedCLIP.from_pretrained("lake-tiny", pretrained="fake_openai")
+    assert model.cfg.vision.block.act == model.cfg.text.block.act == "quick_gelu"
+    ref = open_clip.create_model("lake-tiny", pretrained=str(checkpoint), force_quick_gelu=True).eval()
+    assert isinstance(ref.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    images, tokens = inputs(model, 2)
+    with torch.no_grad():
+        close(model.encode_image(images), ref.encode_image(images))
+        close(model.encode_text(tokens), ref.encode_text(tokens))
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16-SigLIP", "EVA02-B-16", "coca_ViT-B-32", "RN50", "nllb-clip-base"])
+def test_unsupported_names_refused_before_building_or_downloading(monkeypatch, name):
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model must be refused from its config, before it is built or downloaded")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_build)
+    with pytest.raises(NotImplementedError, match=name):
+        HookedCLIP.from_pretrained(name, pretrained="some_tag")
+
+
+def test_bf16_keeps_logit_scale_fp32():
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        oc = open_clip.create_model("lake-tiny", pretrained=None, precision="bf16").eval()
+    with torch.no_grad():
+        oc.logit_scale.fill_(math.log(100.0))
+    assert oc.logit_scale.dtype == torch.float32  # open_clip's own choice
+    model = HookedCLIP.from_open_clip(oc, "lake-tiny")
+    assert model.dtype == torch.bfloat16 and model.logit_scale.dtype == torch.float32
+    images, tokens = inputs(model, 3)
+    with torch.no_grad():
+        ours, ref = model(images.bfloat16(), tokens)[0].float(), oc.get_logits(images.bfloat16(), tokens)[0].float()
+    torch.testing.assert_close(ours, ref, rtol=5e-3, atol=0.5)
+
+
+def test_preprocess_follows_the_model_resize_mode(tiny_open_clip):
+    from PIL import Image
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    oc = copy.deepcopy(tiny_open_clip)
+    oc.visual.preprocess_cfg = dict(oc.visual.preprocess_cfg, resize_mode="squash", interpolation="bilinear")
+    model = HookedCLIP.from_open_clip(oc, "lake-tiny")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 100, 3), dtype=np.uint8))
+    expected = image_transform_v2(PreprocessCfg(**oc.visual.preprocess_cfg), is_train=False)(image)
+    centre_crop = open_clip.image_transform(model.image_size, is_train=False)(image)
+    assert torch.equal(model.preprocess(image), expected) and not torch.equal(expected, centre_crop)
+
+
+def test_tokenizer_follows_a_forced_context_length():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = HookedCLIP.from_pretrained("lake-tiny", pretrained=None, force_context_length=32)
+    tokens = model.tokenizer(["a photo of a scratched bottle"])
+    assert tokens.shape == (1, 32) and model.encode_text(tokens).shape[0] == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import open_clip
 import torch
 from open_clip import transformer as oct
 from open_clip.model import CLIP, CustomTextCLIP
@@ -19,6 +20,23 @@ from lake_interp.model.config import BlockConfig, HookedCLIPConfig, TextConfig, 
 def unsupported(name: str, option: str, hint: str = "") -> NotImplementedError:
     msg = f"{name}: {option} is not supported by HookedCLIP"
     return NotImplementedError(msg + (f" ({hint})" if hint else ""))
+
+
+def check_model_config(name: str) -> None:
+    """Refuse, from open_clip's JSON config alone (before any download), towers HookedCLIP cannot mirror.
+    Everything else is checked on the built model by `config_from_open_clip`."""
+    cfg = open_clip.get_model_config(name) or {}
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    refused = [
+        ("multimodal_cfg" in cfg, "CoCa (multimodal_cfg)", "captioning decoder"),
+        (bool(vision.get("timm_model_name")), f"vision tower {vision.get('timm_model_name')!r}", "timm_model_name"),
+        (not isinstance(vision.get("layers", 12), int), "ResNet vision tower", "vision_cfg.layers per stage"),
+        (bool(vision.get("attentional_pool")), "attentional_pool", ""),
+        (bool(text.get("hf_model_name")), f"text tower {text.get('hf_model_name')!r}", "hf_model_name"),
+    ]
+    for bad, option, hint in refused:
+        if bad:
+            raise unsupported(name, option, hint)
 
 
 def config_from_open_clip(oc: nn.Module, name: str | None = None) -> HookedCLIPConfig:

@@ -34,12 +34,15 @@ Vision token order: position 0 is the class token, then the patches in row-major
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from typing import Callable, Optional
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.model import get_model_preprocess_cfg
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 from transformer_lens import HookedRootModule
 
@@ -87,15 +90,18 @@ class HookedCLIP(HookedRootModule):
     ) -> "HookedCLIP":
         """The same weights as the open_clip model `oc`, hooked (weights are copied)."""
         cfg = config_from_open_clip(oc, name)
-        mean, std = _normalisation(oc)
+        pre = _preprocess_cfg(oc, cfg.vision.image_size)
         if preprocess is None:
-            preprocess = open_clip.image_transform(cfg.vision.image_size, is_train=False, mean=mean, std=std)
+            preprocess = image_transform_v2(pre, is_train=False)
         if tokenizer is None:
             tokenizer = _default_tokenizer(name, cfg.text.context_length)
         param = oc.visual.conv1.weight  # open_clip keeps some parameters fp32 in low precision
         model = cls(cfg, preprocess, tokenizer).to(device=param.device, dtype=param.dtype)
+        for p in (model.logit_scale, model.logit_bias):
+            if p is not None:  # fp32 as in open_clip: exp(logit_scale) in bf16 is 1 % off
+                p.data = p.data.float()
         model.load_state_dict(state_dict_from_open_clip(oc), strict=True)
-        model.image_mean, model.image_std = mean, std
+        model.image_mean, model.image_std = tuple(pre.mean), tuple(pre.std)
         return model
 
     @classmethod
@@ -132,7 +138,8 @@ class HookedCLIP(HookedRootModule):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.logit_scale.dtype
+        """The dtype images are fed in (that of the patch embedding)."""
+        return self.visual.conv1.weight.dtype
 
     # ----------------------------------------------------------------- forward
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -174,14 +181,13 @@ class HookedCLIP(HookedRootModule):
         return [n for n in self.hook_dict if n.startswith(prefix)]
 
 
-def _normalisation(oc: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    cfg = getattr(oc.visual, "preprocess_cfg", {}) or {}
-    mean = cfg.get("mean") or getattr(oc.visual, "image_mean", None) or OPENAI_DATASET_MEAN
-    std = cfg.get("std") or getattr(oc.visual, "image_std", None) or OPENAI_DATASET_STD
-    return tuple(mean), tuple(std)
+def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:
+    """open_clip's eval preprocessing of this model (size, mean, std, interpolation, resize mode)."""
+    cfg = {k: v for k, v in get_model_preprocess_cfg(oc).items() if k in asdict(PreprocessCfg())}
+    return PreprocessCfg(**{"size": image_size, **cfg})
 
 
 def _default_tokenizer(name: Optional[str], context_length: int) -> Callable:
     if name is not None and name in open_clip.list_models():
-        return open_clip.get_tokenizer(name)
+        return open_clip.get_tokenizer(name, context_length=context_length)
     return open_clip.SimpleTokenizer(context_length=context_length)

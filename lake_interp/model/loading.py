@@ -9,6 +9,8 @@ import open_clip
 import torch
 from torch import nn
 
+from lake_interp.model.convert import check_model_config
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes `lake-tiny` an open_clip model name
 
@@ -24,9 +26,12 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
             f"unknown model {name!r}: expected an open_clip model name (open_clip.list_models()), "
             f"'hf-hub:org/repo', or 'lake-tiny'"
         )
+    check_model_config(name)  # refuse unsupported towers before building or downloading anything
     is_path = pretrained is not None and (Path(pretrained).suffix or "/" in pretrained or Path(pretrained).exists())
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
+    if pretrained is not None and not is_path and open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"):
+        kwargs.setdefault("force_quick_gelu", True)  # e.g. the openai weights: trained with QuickGELU
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random weights are the same in every process
@@ -38,7 +43,7 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
                 f"state dict for this architecture): {type(e).__name__}: {e}"
             ) from e
         raise _download_error(name, pretrained, e) from e
-    return oc.eval(), preprocess, open_clip.get_tokenizer(name)
+    return oc.eval(), preprocess, open_clip.get_tokenizer(name, context_length=oc.context_length)
 
 
 def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
@@ -48,5 +53,6 @@ def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
         f"Known tags for {name}: {tags or 'none'}. Without network, download the checkpoint "
         f"elsewhere (e.g. open_clip_pytorch_model.bin or .safetensors from the Hugging Face hub) "
         f"and pass its local path: --pretrained /path/to/checkpoint (or "
-        f"HookedCLIP.from_pretrained({name!r}, pretrained='/path/to/checkpoint'))."
+        f"HookedCLIP.from_pretrained({name!r}, pretrained='/path/to/checkpoint')); for weights trained "
+        f"with QuickGELU (the openai tag) name the '-quickgelu' model, e.g. ViT-B-16-quickgelu."
     )
