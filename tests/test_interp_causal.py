@@ -194,3 +194,34 @@ def test_neuron_explorer_static_views(planted_lake, data):
     assert set(shown) == set(figs)
     with pytest.raises(ValueError, match="not among"):
         explorer.figures(hook, 3)
+
+
+def test_neuron_explorer_controls_redraw_and_switch_category(planted_model, data, monkeypatch):
+    """The widget logic without a front end: every control change draws the neuron it now shows."""
+    ipywidgets = pytest.importorskip("ipywidgets")
+    from lake_interp.interp.explorer import NeuronExplorer
+
+    support, test, _, _ = data
+    disc = Lake(planted_model, ONE_NEURON.replace(k_neurons=2), class_name="disc").fit(support)
+    other = Lake(planted_model, ONE_NEURON.replace(k_neurons=3, criterion="random"), class_name="other").fit(support)
+    explorer = NeuronExplorer(categories={"disc": (disc, test, support), "other": (other, test[:3], support)})
+    drawn = []
+    monkeypatch.setattr(explorer, "figures", lambda h, c, i: drawn.append((explorer.category, h, c, i)) or {})
+    box = explorer._widget(ipywidgets)
+    (category, hook, channel), (prev, step, image) = box.children[0].children, box.children[1].children
+    order = list(disc.neurons)  # the order "next" steps through
+    assert drawn[-1] == ("disc", *order[0], 0)
+    second = explorer.hooks[1]
+    hook.value = second  # a new layer redraws even when its first channel index is the same
+    assert drawn[-1] == ("disc", second, explorer.channels(second)[0], 0)
+    step.click()
+    assert drawn[-1][1:3] == order[(order.index((second, explorer.channels(second)[0])) + 1) % len(order)]
+    prev.click()
+    assert drawn[-1] == ("disc", second, explorer.channels(second)[0], 0)
+    image.value = 2
+    assert drawn[-1][3] == 2
+    category.value = "other"  # the layer list, neurons and image range follow the category
+    assert drawn[-1] == ("other", *list(other.neurons)[0], 0) and image.max == 2
+    assert list(hook.options) == explorer.hooks and channel.value == list(other.neurons)[0][1]
+    with pytest.raises(ValueError, match="unknown category"):
+        explorer.select("nope")

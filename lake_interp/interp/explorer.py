@@ -1,9 +1,10 @@
-"""A neuron explorer for Jupyter: pick a layer and a neuron, see its top patches, heatmap, ablation
+"""A neuron explorer for Jupyter: pick a category, a layer and a neuron (or step through them), see its top patches, heatmap, ablation
 effect and words. With ipywidgets and a widget front end it is interactive; elsewhere (`static=True`,
 no ipywidgets, plain Python) it shows, or returns, the same figures for one neuron."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -16,19 +17,57 @@ from lake_interp.interp.top_patches import TopPatches, top_activating_patches
 from lake_interp.interp.words import VOCABULARY, neuron_words
 
 
+@dataclass
+class _Category:
+    """What the explorer holds for one category; top patches and words computed on first use."""
+
+    lake: Any
+    test: Any
+    support: Any
+    neurons: list[tuple[str, int]]
+    top: Optional[TopPatches] = None
+    words: Any = None
+
+
 class NeuronExplorer:
     """lake: a fitted Lake; test: the images to explore (dataset or list of Samples/images);
-    support: the normal images the lake was fitted on (its bank is rebuilt under ablation)."""
+    support: the normal images the lake was fitted on (its bank is rebuilt under ablation).
+    Several categories: `NeuronExplorer(categories={"bottle": (lake, test, support), ...})`."""
 
-    def __init__(self, lake, test: Any, support: Any, neurons=None, n_top: int = 9,
-                 vocabulary: Sequence[str] = VOCABULARY):
-        self.lake, self.test, self.support = lake, test, support
-        self.neurons = list(neurons if neurons is not None else lake.neurons)
-        if not self.neurons:
-            raise ValueError("NeuronExplorer needs a fitted lake (lake.neurons) or a list of neurons")
+    def __init__(self, lake=None, test: Any = None, support: Any = None, neurons=None, n_top: int = 9,
+                 vocabulary: Sequence[str] = VOCABULARY, categories: Optional[dict] = None):
+        if (lake is None) == (categories is None):
+            raise ValueError("NeuronExplorer takes a lake (with test and support) or categories={name: (lake, test, support)}")
+        if categories is None:
+            categories = {lake.class_name: (lake, test, support)}
+        self._categories = {}
+        for name, (lk, ts, sp) in categories.items():
+            chosen = list(neurons if neurons is not None else (lk.neurons or []))
+            if not chosen:
+                raise ValueError(f"NeuronExplorer needs a fitted lake (lake.neurons) or a list of neurons ({name})")
+            self._categories[name] = _Category(lk, ts, sp, chosen)
+        self.category = next(iter(self._categories))
         self.n_top, self.vocabulary = n_top, vocabulary
-        self._top: Optional[TopPatches] = None
-        self._words = None
+
+    # --------------------------------------------------------------------------- selection
+    @property
+    def categories(self) -> list[str]:
+        return list(self._categories)
+
+    def select(self, category: str) -> "NeuronExplorer":
+        if category not in self._categories:
+            raise ValueError(f"unknown category {category!r}; the explorer has {self.categories}")
+        self.category = category
+        return self
+
+    @property
+    def _current(self) -> _Category:
+        return self._categories[self.category]
+
+    lake = property(lambda self: self._current.lake)
+    test = property(lambda self: self._current.test)
+    support = property(lambda self: self._current.support)
+    neurons = property(lambda self: self._current.neurons)
 
     @property
     def hooks(self) -> list[str]:
@@ -39,10 +78,11 @@ class NeuronExplorer:
 
     # --------------------------------------------------------------------------- views
     def top_patches(self) -> TopPatches:
-        """Computed once for every neuron (one pass over `test`), then sliced per neuron."""
-        if self._top is None:
-            self._top = top_activating_patches(self.lake.model, self.test, self.neurons, n=self.n_top)
-        return self._top
+        """Computed once for every neuron of the category (one pass over `test`), then sliced per neuron."""
+        cat = self._current
+        if cat.top is None:
+            cat.top = top_activating_patches(cat.lake.model, cat.test, cat.neurons, n=self.n_top)
+        return cat.top
 
     def ablation_figure(self, hook: str, channel: int, image_index: int) -> go.Figure:
         """Fused map of one image before and after zero-ablating the neuron (bank rebuilt alike)."""
@@ -61,17 +101,19 @@ class NeuronExplorer:
         for col, m in ((1, clean.maps[0]), (2, ablated.maps[0])):
             fig.add_trace(go.Heatmap(z=np.flipud(m.numpy()), zmin=0, zmax=vmax, showscale=col == 2,
                                      colorbar={"title": "anomaly"}), 1, col)
-        fig.update_layout(title=f"Zero-ablating {hook}[{channel}] on image {image_index}")
+        fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] on image {image_index}")
         return fig
 
     def figures(self, hook: str, channel: int, image_index: int = 0) -> dict[str, go.Figure]:
-        """Every view of one neuron: top patches, heatmap with the fused map, ablation, words."""
+        """Every view of one neuron of the current category: top patches, heatmap with the fused map,
+        ablation, words."""
         if (hook, channel) not in self.neurons:
-            raise ValueError(f"({hook!r}, {channel}) is not among the explorer's neurons")
-        if self._words is None:
-            self._words = neuron_words(self.lake.model, self.neurons, self.vocabulary)
-        row = self._words.neurons.index((hook, channel))
-        words = type(self._words)(self._words.words, [(hook, channel)], self._words.similarity[row : row + 1])
+            raise ValueError(f"({hook!r}, {channel}) is not among the explorer's neurons for {self.category!r}")
+        cat = self._current
+        if cat.words is None:
+            cat.words = neuron_words(cat.lake.model, cat.neurons, self.vocabulary)
+        row = cat.words.neurons.index((hook, channel))
+        words = type(cat.words)(cat.words.words, [(hook, channel)], cat.words.similarity[row : row + 1])
         image = self.test[image_index]
         return {
             "top_patches": top_patches_figure(self.top_patches().subset([(hook, channel)])),
@@ -83,7 +125,7 @@ class NeuronExplorer:
     # --------------------------------------------------------------------------- display
     def show(self, static: Optional[bool] = None):
         """Interactive controls when ipywidgets and IPython are there (and static is not True);
-        otherwise the figures of the first neuron, shown and returned."""
+        otherwise the figures of the current category's first neuron, shown and returned."""
         widgets = None if static else _widgets()
         if widgets is None:
             hook, channel = self.neurons[0]
@@ -96,24 +138,51 @@ class NeuronExplorer:
     def _widget(self, widgets):
         from IPython.display import display
 
+        category = widgets.Dropdown(options=self.categories, value=self.category, description="category")
         hook = widgets.Dropdown(options=self.hooks, description="layer")
         channel = widgets.Dropdown(options=self.channels(self.hooks[0]), description="neuron")
         image = widgets.IntSlider(0, 0, len(self.test) - 1, description="image")
+        prev, step = widgets.Button(description="< previous"), widgets.Button(description="next >")
         out = widgets.Output()
+        updating = [False]  # True while several controls change together: redraw once at the end
 
         def refresh(*_):
+            if updating[0]:
+                return
             with out:
                 out.clear_output()
                 for fig in self.figures(hook.value, channel.value, image.value).values():
                     display(fig)
 
-        def on_hook(change):
-            channel.options = self.channels(change["new"])
+        def set_controls(neuron=None, category_changed=False):
+            updating[0] = True
+            try:
+                if category_changed:
+                    hook.options = self.hooks
+                    image.value, image.max = 0, len(self.test) - 1
+                h, c = neuron or (hook.value, None)
+                hook.value = h
+                channel.options = self.channels(h)
+                channel.value = c if c is not None else channel.options[0]
+            finally:
+                updating[0] = False
+            refresh()
 
-        hook.observe(on_hook, names="value")
+        def on_category(change):
+            self.select(change["new"])
+            set_controls(self.neurons[0], category_changed=True)
+
+        def on_step(delta):
+            i = self.neurons.index((hook.value, channel.value))
+            set_controls(self.neurons[(i + delta) % len(self.neurons)])
+
+        category.observe(on_category, names="value")
+        hook.observe(lambda change: set_controls((change["new"], None)), names="value")
         for w in (channel, image):
             w.observe(refresh, names="value")
-        box = widgets.VBox([widgets.HBox([hook, channel, image]), out])
+        prev.on_click(lambda _: on_step(-1))
+        step.on_click(lambda _: on_step(1))
+        box = widgets.VBox([widgets.HBox([category, hook, channel]), widgets.HBox([prev, step, image]), out])
         display(box)
         refresh()
         return box
