@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from lake_interp.data import load_dataset
 from lake_interp.lake import Lake, LakeConfig, method_config
+from lake_interp.lake.inputs import resize_mask
 from lake_interp.metrics import image_metrics, pixel_metrics
 
 METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
@@ -43,7 +43,8 @@ class BenchmarkSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(shots=list(self.shots), seeds=list(self.seeds), methods=list(self.methods))
+        d.update(root=str(Path(self.root).resolve()), shots=list(self.shots), seeds=list(self.seeds),
+                 methods=list(self.methods))
         return d
 
 
@@ -57,12 +58,14 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     from lake_interp.data import DATASETS
 
     out = Path(out_dir)
+    base = LakeConfig.from_dict(spec.config)
+    for m in spec.methods:  # unknown methods, K wider than a layer...: fail before any work or record
+        Lake(model, method_config(m, base))
+    categories = spec.categories or DATASETS[spec.dataset].categories(spec.root)
+    for category in categories:
+        load_dataset(spec.dataset, spec.root, category, "test")  # a missing category or folder fails here
     (out / "categories").mkdir(parents=True, exist_ok=True)
     _guard_resume(out / "run.json", spec, model)
-    for m in spec.methods:
-        method_config(m)  # unknown method names fail before any work
-    base = LakeConfig.from_dict(spec.config)
-    categories = spec.categories or DATASETS[spec.dataset].categories(spec.root)
     rows = []
     bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
     for category in categories:
@@ -121,9 +124,7 @@ def cache_test_set(lake: Lake, test, hooks: list[str], mask_size: Optional[int] 
         for s in samples:
             labels.append(s.label)
             any_mask |= s.mask is not None
-            m = np.zeros((size, size), bool) if s.mask is None else np.asarray(
-                Image.fromarray(s.mask).resize((size, size), Image.NEAREST), dtype=bool)
-            masks.append(m)
+            masks.append(resize_mask(s.mask, size))
     return {h: torch.cat(v) for h, v in acts.items()}, (np.stack(masks) if any_mask else None), np.array(labels)
 
 
@@ -143,7 +144,8 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, model) -> None:
     from lake_interp.lake.persist import model_identity
 
     current = json.loads(json.dumps({**spec.to_dict(), "weights_sha256": model_identity(model)["weights_sha256"]}))
-    if path.is_file():
+    finished = list((path.parent / "categories").glob("*.csv"))
+    if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
         saved = json.loads(path.read_text())
         if saved != current:
             changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))

@@ -122,3 +122,22 @@ def test_benchmark_resumes_from_the_python_api_with_tuples(root, tmp_path, tiny_
         other.visual.proj.add_(1.0)
     with pytest.raises(ValueError, match="weights_sha256"):
         run_benchmark(other, spec, tmp_path / "b", progress=False)
+
+
+def test_a_failed_benchmark_start_does_not_block_the_corrected_run(root, tmp_path, tiny_model, monkeypatch):
+    from lake_interp.benchmark import BenchmarkSpec, run_benchmark
+
+    out = tmp_path / "b"
+    spec = BenchmarkSpec("mvtec", str(root), "lake-tiny", None, categories=("disc",), shots=(1,), seeds=(0,),
+                         methods=("lake",), config={"k_neurons": 100})
+    with pytest.raises(ValueError, match="k_neurons=100 is larger than the width 64.*--k-neurons"):
+        run_benchmark(tiny_model, spec, out, progress=False)
+    fixed = BenchmarkSpec(**{**spec.__dict__, "config": {"k_neurons": 4}})
+    with pytest.raises(Exception, match="nosuch"):
+        run_benchmark(tiny_model, BenchmarkSpec(**{**fixed.__dict__, "categories": ("nosuch",)}), out, progress=False)
+    assert not (out / "run.json").exists()
+    assert len(run_benchmark(tiny_model, fixed, out, progress=False)) == 1
+    # the same root written another way is the same run
+    monkeypatch.chdir(root.parent)
+    relative = BenchmarkSpec(**{**fixed.__dict__, "root": root.name + "/"})
+    assert len(run_benchmark(tiny_model, relative, out, progress=False)) == 1

@@ -43,6 +43,10 @@ def test_ablating_planted_neuron_removes_the_response_random_does_not(planted_la
     assert effect.map_change > 10 * max(effect.random_map_change)
     assert list(planted_lake.neurons) == planted  # the detector is restored
     assert [r["condition"] for r in effect.table()] == ["clean", "ablated", "random seed 0", "random seed 1"]
+    # masks as datasets give them: original size (here 2x the input), None for normal images
+    big = [None if s.mask is None else np.kron(s.mask, np.ones((2, 2), bool)) for s in test]
+    again = ablation_effect(planted_lake, planted, support, test, labels, big, n_random=0)
+    assert again.clean == pytest.approx(effect.clean) and again.ablated == pytest.approx(effect.ablated, nan_ok=True)
 
 
 def test_mean_ablation_equals_independent_support_mean(tiny_model, data):
@@ -122,6 +126,15 @@ def test_patching_planted_neuron_removes_anomaly_score(planted_lake, data):
     other = patch_neurons(planted_lake, normal, anomalous, [(last, 3)], per_neuron=False)
     assert abs(other.removed["all"]) < 0.05
     assert result.removed_maps["all"].shape == (4, 64, 64)
+    # a pair with (almost) no gap neither dominates nor breaks the fractions: ratio of sums
+    normals = [s for s in test if s.label == 0]
+    nearly = patch_neurons(planted_lake, normal, anomalous + normals[1:2], list(planted_lake.neurons), per_neuron=False)
+    gaps = nearly.anomalous_scores - nearly.normal_scores
+    assert nearly.n_pairs == 4 + int(gaps[-1] > 0) and abs(float(gaps[-1])) < 0.1 * float(gaps[:4].min())
+    assert nearly.removed["all"] == pytest.approx(result.removed["all"], abs=0.05)
+    with pytest.warns(UserWarning, match="no anomalous image scores above"):
+        none = patch_neurons(planted_lake, normal, normal, list(planted_lake.neurons), per_neuron=False)
+    assert np.isnan(none.removed["all"]) and none.n_pairs == 0
 
 
 def test_sweep_over_k_and_text_weight(planted_model, data):

@@ -131,11 +131,12 @@ def test_save_load_round_trip_and_refuses_other_model(tiny_model, tiny_open_clip
     torch.testing.assert_close(loaded.score(paths).maps, lake.score(paths).maps)
     assert list(loaded.neurons) == list(lake.neurons) and loaded.class_name == "disc"
 
-    other_oc = copy.deepcopy(tiny_open_clip)
-    with torch.no_grad():
-        other_oc.visual.proj.add_(0.1)
-    with pytest.raises(ValueError, match="different weights"):
-        Lake.load(tmp_path / "det", HookedCLIP.from_open_clip(other_oc, "lake-tiny"))
+    for change in (lambda m: m.visual.proj, lambda m: m.visual.transformer.resblocks[2].mlp.c_proj.weight):
+        other_oc = copy.deepcopy(tiny_open_clip)  # any weight, not only the first and last
+        with torch.no_grad():
+            change(other_oc).add_(0.1)
+        with pytest.raises(ValueError, match="different weights"):
+            Lake.load(tmp_path / "det", HookedCLIP.from_open_clip(other_oc, "lake-tiny"))
     with pytest.raises(FileNotFoundError, match="lake.json"):
         Lake.load(tmp_path / "nothing", tiny_model)
 

@@ -11,6 +11,7 @@ import torch
 
 from lake_interp.interp.stream import stream_activations
 from lake_interp.interp.targets import Neurons, check_neurons
+from lake_interp.lake.inputs import resize_mask
 from lake_interp.lake.neurons import NeuronSet
 
 MODES = ("zero", "mean", "resample")
@@ -129,12 +130,15 @@ def ablation_effect(lake, neurons: Neurons, support: Any, images: Any, labels=No
 
     The detector keeps its neuron selection; its bank is rebuilt from `support` under the same
     ablation (so the ablation acts on the model, not only on the test images). labels [N] and
-    masks [N, S, S] (at the model input size, or None) give image and pixel metrics. The lake is
+    masks (each [H, W] at any size, resized to the model input; None entries for normal images, or
+    None for all) give image and pixel metrics. The lake is
     restored to its clean fit afterwards.
     """
     model = lake.model
     keep = lake.neurons
     labels = None if labels is None else np.asarray(labels)
+    if masks is not None:
+        masks = np.stack([resize_mask(m, model.image_size) for m in masks])
     reference = support if mode != "zero" else None
     clean, clean_r = _evaluate(lake, images, support, keep, labels, masks)
     with ablate(model, neurons, mode, reference, seed):

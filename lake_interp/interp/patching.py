@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,10 @@ class PatchingResult:
     normal_scores: torch.Tensor  # [N] clean normal run
     anomalous_scores: torch.Tensor  # [N] clean anomalous run
     patched_scores: dict[str, torch.Tensor]  # label -> [N] anomalous run with normal values patched in
-    removed: dict[str, float]  # label -> mean (anomalous - patched) / (anomalous - normal)
-    restored: dict[str, float]  # label -> mean (patched normal run - normal) / (anomalous - normal)
+    removed: dict[str, float]  # label -> sum(anomalous - patched) / sum(anomalous - normal)
+    restored: dict[str, float]  # label -> sum(patched normal run - normal) / sum(anomalous - normal)
     removed_maps: dict[str, torch.Tensor]  # label -> [N, H, W] anomalous map - patched map
+    n_pairs: int  # pairs in those sums: those whose anomalous image scores above its normal one
 
     def rows(self) -> list[dict]:
         return [{"patched": k, "removed": self.removed[k], "restored": self.restored[k]} for k in self.removed]
@@ -48,7 +50,9 @@ def patch_neurons(lake, normal: Any, anomalous: Any, neurons: Neurons, per_neuro
     """Patch the neurons' activations (every token) from the normal run into the anomalous run
     (how much anomaly score is removed) and from the anomalous run into the normal one (how
     much is restored). normal and anomalous: images, paired one to one (or one normal image for
-    all). Labels: "all", each hook name, and with per_neuron each "hook[index]"."""
+    all). Labels: "all", each hook name, and with per_neuron each "hook[index]". The fractions are
+    ratios of sums over the pairs whose anomalous image scores above its normal one (1: the whole
+    gap removed / restored), so that a pair with a tiny gap cannot dominate them."""
     model = lake.model
     grouped = check_neurons(model, neurons)
     a = to_batch(anomalous, model)
@@ -61,8 +65,14 @@ def patch_neurons(lake, normal: Any, anomalous: Any, neurons: Neurons, per_neuro
         _, cache_n = model.run_with_cache(n, names_filter=list(grouped))
         _, cache_a = model.run_with_cache(a, names_filter=list(grouped))
     clean_a, clean_n = lake.score(a), lake.score(n)
-    gap = (clean_a.image_scores - clean_n.image_scores)
-    safe_gap = torch.where(gap.abs() < 1e-12, torch.full_like(gap, float("nan")), gap)
+    gap = clean_a.image_scores - clean_n.image_scores
+    valid = gap > 0  # a pair without a gap to remove or restore carries no fraction
+    if not valid.any():
+        warnings.warn("patch_neurons: no anomalous image scores above its normal one; fractions are NaN", stacklevel=2)
+    total = gap[valid].sum()
+
+    def fraction(delta: torch.Tensor) -> float:  # ratio of sums: stable when one gap is tiny
+        return float(delta[valid].sum() / total) if valid.any() else float("nan")
 
     subsets = {"all": grouped}
     subsets.update({h: {h: idx} for h, idx in grouped.items()})
@@ -73,7 +83,7 @@ def patch_neurons(lake, normal: Any, anomalous: Any, neurons: Neurons, per_neuro
         into_a = _score_patched(lake, a, subset, cache_n)
         into_n = _score_patched(lake, n, subset, cache_a)
         patched[label] = into_a.image_scores
-        removed[label] = float(torch.nanmean((clean_a.image_scores - into_a.image_scores) / safe_gap))
-        restored[label] = float(torch.nanmean((into_n.image_scores - clean_n.image_scores) / safe_gap))
+        removed[label] = fraction(clean_a.image_scores - into_a.image_scores)
+        restored[label] = fraction(into_n.image_scores - clean_n.image_scores)
         maps[label] = clean_a.maps - into_a.maps
-    return PatchingResult(clean_n.image_scores, clean_a.image_scores, patched, removed, restored, maps)
+    return PatchingResult(clean_n.image_scores, clean_a.image_scores, patched, removed, restored, maps, int(valid.sum()))

@@ -47,7 +47,8 @@ class Lake:
         if self.uses_visual and self.config.criterion != "all":
             for hook, width in widths.items():
                 if k > width:
-                    raise ValueError(f"LakeConfig.k_neurons={k} is larger than the width {width} of {hook}")
+                    raise ValueError(f"LakeConfig.k_neurons={k} is larger than the width {width} of {hook}; "
+                                     f"choose k_neurons <= {width} (CLI: --k-neurons)")
         if k == 1 and self.config.distance == "cosine" and self.config.criterion != "all":
             warnings.warn("k_neurons=1 with cosine distance compares only signs: use distance='euclidean'", stacklevel=2)
         self.neurons: Optional[NeuronSet] = None

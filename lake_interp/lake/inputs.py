@@ -55,6 +55,16 @@ def to_batch(images: Any, model) -> torch.Tensor:
     return ((batch - mean) / std).to(model.device, model.dtype)
 
 
+def resize_mask(mask: Any, size: int) -> np.ndarray:
+    """One mask [H, W] (bool or 0/255; None: normal, all False) to [size, size] bool, nearest."""
+    if mask is None:
+        return np.zeros((size, size), bool)
+    m = np.asarray(mask)
+    if m.shape == (size, size):
+        return m.astype(bool)
+    return np.asarray(Image.fromarray(m.astype(bool).astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 0
+
+
 def resize_map(m: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
     """One map [S, S] back to an original image size [height, width], bilinear."""
     t = torch.as_tensor(m, dtype=torch.float32)[None, None]

@@ -17,10 +17,9 @@ FORMAT = "lake_interp.lake/1"
 def model_identity(model) -> dict:
     """What must match for a saved detector to be valid: architecture and a hash of the weights."""
     h = hashlib.sha256()
-    for name in ("visual.conv1.weight", "visual.proj", "visual.blocks.0.mlp.c_fc.weight", "text.text_projection"):
-        tensor = dict(model.named_parameters()).get(name)
-        if tensor is not None:
-            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    for name, tensor in sorted(model.state_dict().items()):  # every weight: any change is another model
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return {"name": model.cfg.name, "pretrained": model.pretrained, "config": model.cfg.to_dict(), "weights_sha256": h.hexdigest()}
 
 
