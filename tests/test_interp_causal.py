@@ -84,7 +84,13 @@ def test_zero_and_resample_ablation(tiny_model, data):
         with ablate(tiny_model, [(hook, 5)], mode="resample", reference=support, seed=1):
             _, cache = tiny_model.run_with_cache(images, names_filter=hook)
     pool = set(np.round(ref[hook][:, 1:, 5].flatten().numpy(), 5).tolist())
-    assert set(np.round(cache[hook][..., 5].flatten().numpy(), 5).tolist()) <= pool
+    drawn = set(np.round(cache[hook][..., 5].flatten().numpy(), 5).tolist())
+    assert drawn <= pool and len(drawn) > len(pool) // 4  # random reference patches, not one of them
+    # several neurons take their values from the same reference patch, jointly
+    with torch.no_grad(), ablate(tiny_model, [(hook, 5), (hook, 6)], mode="resample", reference=support, seed=2):
+        _, cache = tiny_model.run_with_cache(images, names_filter=hook)
+    pairs = {tuple(v) for v in np.round(ref[hook][:, 1:, 5:7].flatten(0, 1).numpy(), 5).tolist()}
+    assert {tuple(v) for v in np.round(cache[hook][..., 5:7].flatten(0, 1).numpy(), 5).tolist()} <= pairs
 
 
 def test_ablation_bad_input(tiny_model):

@@ -1,12 +1,14 @@
 """The LAKE detector on a tiny model: end-to-end proof with a planted colour channel, and behaviour."""
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lake_interp import HookedCLIP, Lake, LakeConfig
 from lake_interp.data import MVTecAD
+from lake_interp.lake.inputs import to_batch
 from lake_interp.metrics import image_metrics, pixel_metrics
 from tests.conftest import CHANNEL
 
@@ -54,7 +56,6 @@ def test_visual_map_equals_independent_nearest_neighbour(tiny_model, magenta_roo
     lake = Lake(tiny_model, cfg).fit(support)
     test = [s.image for s in MVTecAD(magenta_root, "disc", "test")][:3]
     hook = "visual.blocks.2.hook_resid_post"
-    from lake_interp.lake.inputs import to_batch
 
     with torch.no_grad():
         _, sup_cache = tiny_model.run_with_cache(to_batch(support, tiny_model), names_filter=hook)
@@ -90,6 +91,49 @@ def test_fusion_invariant_and_inputs_agree(tiny_model, magenta_root, tmp_path):
     assert by_path.semantic_maps.min() >= 0 and by_path.semantic_maps.max() <= 1
     with pytest.raises(ValueError, match="expected \\[B, 3, 64, 64\\]"):
         lake.score(torch.zeros(2, 3, 32, 32))
+    batch = to_batch(paths, tiny_model)
+    torch.testing.assert_close(lake.score(list(batch)).maps, by_path.maps)  # a list of [3, S, S] tensors
+    with pytest.raises(ValueError, match="different shapes"):
+        lake.score([batch[0], batch[0, :, :32]])
+
+
+def test_text_features_are_the_prompt_ensemble(tiny_open_clip, tiny_model):
+    """Against open_clip directly: mean of the unit prompt embeddings per state, renormalised."""
+    from lake_interp.lake.config import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES
+
+    tokenizer = open_clip.get_tokenizer("lake-tiny")
+    expected = []
+    for states in (NORMAL_STATES, ANOMALOUS_STATES):
+        texts = []
+        for state in states:
+            for template in TEMPLATES:
+                texts.append(template.replace("{}", state.replace("{}", "metal nut")))
+        with torch.no_grad():
+            emb = tiny_open_clip.encode_text(tokenizer(texts))
+        mean = (emb / emb.norm(dim=-1, keepdim=True)).mean(dim=0)
+        expected.append(mean / mean.norm())
+    lake = Lake(tiny_model, LakeConfig(text_weight=1.0), class_name="metal nut").fit([])
+    torch.testing.assert_close(lake.text_features, torch.stack(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_standardized_bank_is_the_z_scored_support(tiny_model):
+    g = torch.Generator().manual_seed(0)
+    lake = Lake(tiny_model, LakeConfig(k_neurons=5, standardize=True, text_weight=0.0, layers=(1.0,)))
+    hook = lake.hooks[0]
+    acts = torch.randn(2, 16, 64, generator=g) * torch.linspace(0.1, 3, 64) + 2.0
+    lake.fit_activations({hook: acts})
+    idx = lake.neurons.indices[hook].numpy()
+    support = acts.flatten(0, 1).numpy()[:, idx]
+    z = (support - support.mean(0)) / support.std(0)  # population std
+    np.testing.assert_allclose(lake.banks[hook].numpy(), z, rtol=1e-4, atol=1e-5)
+    g_side = tiny_model.grid_size
+    query = torch.randn(1, g_side * g_side, 64, generator=g) * 2
+    q = (query[0].numpy()[:, idx] - support.mean(0)) / support.std(0)
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (z / np.linalg.norm(z, axis=1, keepdims=True)).T
+    per_patch = torch.tensor(1 - cos.max(1), dtype=torch.float32).view(1, 1, g_side, g_side)  # row-major patches
+    expected = F.interpolate(per_patch, size=(64, 64), mode="bilinear", align_corners=False)[0]
+    unblurred = Lake(tiny_model, lake.config.replace(sigma=0.0)).fit_activations({hook: acts})
+    torch.testing.assert_close(unblurred.score_activations({hook: query}).visual_maps, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_text_embedded_once_per_category(tiny_model, magenta_root, monkeypatch):

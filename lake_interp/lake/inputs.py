@@ -35,7 +35,7 @@ def is_single_image(item: Any) -> bool:
 def to_batch(images: Any, model) -> torch.Tensor:
     """[B, 3, S, S] on the model's device and dtype, S = model.image_size.
 
-    A tensor is taken as already preprocessed ([3, S, S] or [B, 3, S, S]). Anything else is
+    A tensor (or a list of them) is taken as already preprocessed ([3, S, S] or [B, 3, S, S]). Anything else is
     resized to S x S without cropping (the whole image is scored, whatever its aspect ratio),
     bicubic, then normalised with the model's mean and std.
     """
@@ -48,6 +48,11 @@ def to_batch(images: Any, model) -> torch.Tensor:
     images = [images] if is_single_image(images) else list(images)
     if not images:
         raise ValueError("no images given")
+    if all(isinstance(im, torch.Tensor) for im in images):  # a list of preprocessed [3, S, S] tensors
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"image tensors of different shapes {sorted(shapes)}; expected [3, {size}, {size}] each")
+        return to_batch(torch.stack(images), model)
     arrays = [np.asarray(to_pil(im).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
