@@ -231,7 +231,9 @@ def test_neuron_explorer_controls_redraw_and_switch_category(planted_model, data
     order = list(disc.neurons)  # the order "next" steps through
     assert drawn[-1] == ("disc", *order[0], 0)
     second = explorer.hooks[1]
-    hook.value = second  # a new layer redraws even when its first channel index is the same
+    n = len(drawn)
+    hook.value = second  # a new layer redraws (once) even when its first channel index is the same
+    assert len(drawn) == n + 1
     assert drawn[-1] == ("disc", second, explorer.channels(second)[0], 0)
     step.click()
     assert drawn[-1][1:3] == order[(order.index((second, explorer.channels(second)[0])) + 1) % len(order)]
@@ -239,7 +241,9 @@ def test_neuron_explorer_controls_redraw_and_switch_category(planted_model, data
     assert drawn[-1] == ("disc", second, explorer.channels(second)[0], 0)
     image.value = 2
     assert drawn[-1][3] == 2
-    category.value = "other"  # the layer list, neurons and image range follow the category
+    n = len(drawn)
+    category.value = "other"  # the layer list, neurons and image range follow the category, drawn once
+    assert len(drawn) == n + 1
     assert drawn[-1] == ("other", *list(other.neurons)[0], 0) and image.max == 2
     assert list(hook.options) == explorer.hooks and channel.value == list(other.neurons)[0][1]
     with pytest.raises(ValueError, match="unknown category"):

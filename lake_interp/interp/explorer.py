@@ -177,7 +177,7 @@ class NeuronExplorer:
             set_controls(self.neurons[(i + delta) % len(self.neurons)])
 
         category.observe(on_category, names="value")
-        hook.observe(lambda change: set_controls((change["new"], None)), names="value")
+        hook.observe(lambda change: None if updating[0] else set_controls((change["new"], None)), names="value")
         for w in (channel, image):
             w.observe(refresh, names="value")
         prev.on_click(lambda _: on_step(-1))

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from einops import reduce
-from PIL import Image
 
 from lake_interp.interp.stream import neuron_list, stream_activations
 from lake_interp.interp.targets import Neurons
+from lake_interp.lake.inputs import resize_mask
 from lake_interp.metrics import auroc as auroc_metric
 
 
@@ -87,7 +87,7 @@ def patch_labels(item: Any, size: int, patch_size: int, min_fraction: float) -> 
     g = size // patch_size
     if item.mask is None:
         return torch.full((g * g,), 0 if item.label == 0 else -2)
-    mask = np.asarray(Image.fromarray(np.asarray(item.mask, dtype=np.uint8) * 255).resize((size, size), Image.NEAREST)) > 0
+    mask = resize_mask(item.mask, size)
     frac = torch.from_numpy(reduce(mask.astype(np.float32), "(gh p1) (gw p2) -> (gh gw)", "mean", p1=patch_size, p2=patch_size))
     return torch.where(frac >= min_fraction, 1, torch.where(frac == 0, 0, -1))
 
