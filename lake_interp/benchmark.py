@@ -140,13 +140,14 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
 
 
 def _guard_resume(path: Path, spec: BenchmarkSpec, model) -> None:
-    """run.json records the spec and the model's weights hash; a resumed run must match both."""
+    """run.json records the spec, the model's dtype and weights hash; a resumed run must match them all."""
     from lake_interp.lake.persist import model_identity
 
-    current = json.loads(json.dumps({**spec.to_dict(), "weights_sha256": model_identity(model)["weights_sha256"]}))
+    identity = model_identity(model)
+    current = json.loads(json.dumps({**spec.to_dict(), "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"]}))
     finished = list((path.parent / "categories").glob("*.csv"))
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
-        saved = json.loads(path.read_text())
+        saved = {"dtype": "fp32", **json.loads(path.read_text())}  # runs recorded before dtype was: fp32
         if saved != current:
             changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise ValueError(

@@ -16,13 +16,20 @@ def _cuda() -> bool:
 
 
 def add_model_args(parser: argparse.ArgumentParser, default_model: Optional[str] = "ViT-B-16",
-                   default_pretrained: Optional[str] = "openai") -> None:
+                   default_pretrained: Optional[str] = "openai", default_precision: Optional[str] = "fp32") -> None:
     parser.add_argument("--model", default=default_model,
                         help="open_clip model name, hf-hub:org/repo, or lake-tiny (built-in small config)")
     parser.add_argument("--pretrained", default=default_pretrained,
                         help="open_clip pretrained tag, a local checkpoint path, or 'none' for random weights "
                              "(smoke tests only: scores are meaningless)")
+    add_device_args(parser, default_precision)
+
+
+def add_device_args(parser: argparse.ArgumentParser, default_precision: Optional[str] = "fp32") -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--precision", default=default_precision, choices=["fp32", "fp16", "bf16"],
+                        help="weights and activations dtype, as open_clip's precision (default: "
+                             + (default_precision or "the detector's") + ")")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +50,12 @@ def config_dict(args: argparse.Namespace) -> dict:
     return d
 
 
-def load_model(model: str, pretrained: Optional[str], device: Optional[str]):
+def load_model(model: str, pretrained: Optional[str], device: Optional[str], precision: str = "fp32"):
     from lake_interp.model import HookedCLIP
     from lake_interp.model.loading import NONE_TAGS
 
     device = device or ("cuda" if _cuda() else "cpu")
-    hooked = HookedCLIP.from_pretrained(model, pretrained, device=device)
+    hooked = HookedCLIP.from_pretrained(model, pretrained, device=device, precision=precision)
     if pretrained in NONE_TAGS:
         print(
             f"*** WARNING: {model} has RANDOM WEIGHTS (--pretrained {pretrained}). Every score and map "
@@ -68,7 +75,7 @@ def cmd_hooks(args) -> int:
     """Print every hook point with the shape it has for one image and one prompt."""
     import torch
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = load_model(args.model, args.pretrained, args.device, args.precision)
     images = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device, dtype=model.dtype)
     tokens = model.tokenizer(["a photo of a flawless object"]).to(model.device)
     with torch.no_grad():
@@ -87,7 +94,7 @@ def cmd_benchmark(args) -> int:
         categories=args.categories, shots=args.shots, seeds=args.seeds, methods=args.methods,
         config=config_dict(args), resolution=args.resolution,
     )
-    model = load_model(args.model, args.pretrained, args.device)
+    model = load_model(args.model, args.pretrained, args.device, args.precision)
     run_benchmark(model, spec, args.out, progress=not args.no_progress)
     print((Path(args.out) / "summary.md").read_text())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'summary.md'}")
@@ -100,7 +107,7 @@ def cmd_fit(args) -> int:
 
     normal = FolderDataset(normal_dir=args.normal)
     support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
-    model = load_model(args.model, args.pretrained, args.device)
+    model = load_model(args.model, args.pretrained, args.device, args.precision)
     lake = Lake(model, LakeConfig.from_dict(config_dict(args)), class_name=args.class_name).fit(support)
     lake.save(args.out)
     print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")
@@ -116,7 +123,8 @@ def cmd_score(args) -> int:
     if not meta_path.is_file():
         return _fail(f"{meta_path} not found: --detector must be a folder written by `lake-interp fit`")
     saved = json.loads(meta_path.read_text())["model"]
-    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device)
+    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
+                       args.precision or saved.get("dtype", "fp32"))
     lake = Lake.load(args.detector, model)
     paths = list_images(require_dir(Path(args.images), "images to score"))
     if not paths:
@@ -129,7 +137,7 @@ def cmd_score(args) -> int:
 def cmd_demo(args) -> int:
     from lake_interp.demo import run_demo
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = load_model(args.model, args.pretrained, args.device, args.precision)
     report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
                       k_neurons=args.k_neurons, random_weights=model.random_weights)
     print(f"demo report: {report} (and {report.with_suffix('.html')})")
@@ -140,7 +148,7 @@ def cmd_figures(args) -> int:
     from lake_interp.study import StudyConfig, run_study
 
     cfg = StudyConfig.from_json(args.config)
-    model = load_model(cfg.model, cfg.pretrained, args.device)
+    model = load_model(cfg.model, cfg.pretrained, args.device, args.precision)
     command = f"lake-interp figures --config {args.config} --out {args.out}"
     made = run_study(model, cfg, args.out, command=command)
     print(f"wrote {len(made)} figures to {args.out}: " + ", ".join(m["name"] for m in made))
@@ -187,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", required=True, type=Path, help="folder written by `lake-interp fit`")
     p.add_argument("--images", required=True, type=Path, help="folder of images to score")
     p.add_argument("--out", required=True, type=Path)
-    add_model_args(p, default_model=None, default_pretrained=None)  # default: the detector's model
+    add_model_args(p, default_model=None, default_pretrained=None, default_precision=None)  # default: the detector's
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("demo", help="synthetic dataset + LAKE + a short HTML/markdown report")
@@ -201,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("figures", help="regenerate every interpretability figure of a study from a JSON config")
     p.add_argument("--config", required=True, type=Path, help="study config (see lake_interp/study.py: StudyConfig)")
     p.add_argument("--out", type=Path, default=Path("figures"))
-    p.add_argument("--device", default=None)
+    add_device_args(p)
     p.set_defaults(func=cmd_figures)
 
     from lake_interp import perf

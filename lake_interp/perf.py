@@ -242,6 +242,16 @@ def build_models(name: str, device: torch.device, dtype: torch.dtype):
     return oc, model
 
 
+def _hooked_only(name: str, device: torch.device, precision: str):
+    """The model as `lake-interp benchmark` loads it (random weights): no open_clip copy kept alive."""
+    from lake_interp.model import HookedCLIP
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return HookedCLIP.from_pretrained(name, None, device=device, precision=precision)
+
+
 def resid_hooks(model, n: int = 4) -> list[str]:
     """hook_resid_post of n blocks spread over the depth (LAKE's default 0.25/0.5/0.75/1.0)."""
     L = model.cfg.vision.n_layers
@@ -402,11 +412,11 @@ def _lake_run_child(spec: dict) -> int:
     from lake_interp.data import make_synthetic_dataset
 
     torch.set_num_threads(spec["threads"])
-    device, dtype = torch.device(spec["device"]), DTYPES[spec["dtype"]]
+    device = torch.device(spec["device"])
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic_dataset(Path(tmp) / "data", categories=[spec["category"]], seed=0,
                                       image_size=spec["image_size"])
-        _, model = build_models(spec["model"], device, dtype)
+        model = _hooked_only(spec["model"], device, spec["dtype"])
         bench = BenchmarkSpec(dataset="mvtec", root=str(root), model=spec["model"], pretrained=None,
                               categories=[spec["category"]], shots=spec["shots"], seeds=spec["seeds"],
                               config={"k_neurons": lake_config(model).k_neurons})
@@ -414,9 +424,10 @@ def _lake_run_child(spec: dict) -> int:
         rows = run_benchmark(model, bench, Path(tmp) / "out", progress=False)
         dt = time.perf_counter() - t0
     n_test = 4 + 5 * 2  # make_synthetic_dataset defaults: 4 good + 5 defects x 2
+    gpu = {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
     print("LAKE_RUN " + json.dumps({"category": spec["category"], "image_size": spec["image_size"],
                                     "test_images": n_test, "shots": spec["shots"], "seeds": spec["seeds"],
-                                    "rows": len(rows), "run_benchmark_s": dt}))
+                                    "rows": len(rows), "run_benchmark_s": dt, **gpu}))
     _print_own_peak()
     return 0
 
@@ -489,6 +500,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
              f"process {r['process_wall_s']:.1f} s"),
             ("lake_benchmark", "peak RSS of that process", f"{r['peak_rss_mb']:.0f} MB", ""),
         ]
+        if "gpu_peak_mb" in r:
+            rows.append(("lake_benchmark", "GPU peak allocated in that process", f"{r['gpu_peak_mb']:.0f} MB", ""))
     return rows
 
 

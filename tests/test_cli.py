@@ -78,6 +78,21 @@ def test_fit_then_score_writes_overlays_at_original_size(root, tmp_path):
     assert Image.open(scored / "maps" / "good_map.png").size == (64, 64)
 
 
+def test_fit_in_fp16_scores_in_the_detectors_precision(root, tmp_path, capsys, recwarn):
+    det = tmp_path / "det16"
+    normal = root / "disc" / "train" / "good"
+    assert main(["fit", "--normal", str(normal), "--out", str(det), "--k-neurons", "8", "--precision", "fp16", *TINY]) == 0
+    assert json.loads((det / "lake.json").read_text())["model"]["dtype"] == "fp16"
+    images = root / "disc" / "test" / "good"
+    assert main(["score", "--detector", str(det), "--images", str(images), "--out", str(tmp_path / "s16")]) == 0
+    assert not [w for w in recwarn if "fitted in fp16" in str(w.message)]  # scored in fp16, the detector's
+    assert main(["fit", "--normal", str(normal), "--out", str(tmp_path / "det32"), "--k-neurons", "8", *TINY]) == 0
+    assert main(["score", "--detector", str(tmp_path / "det32"), "--images", str(images), "--out", str(tmp_path / "s"),
+                 "--precision", "bf16"]) == 2
+    assert "--precision fp32" in capsys.readouterr().err
+    assert len(read_csv(tmp_path / "s16" / "scores.csv")) == len(list(images.iterdir()))
+
+
 def test_cli_bad_inputs_are_clear(root, tmp_path, capsys):
     assert main(["fit", "--normal", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), *TINY]) == 2
     assert "nope" in capsys.readouterr().err

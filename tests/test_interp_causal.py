@@ -143,6 +143,23 @@ def test_patching_planted_neuron_removes_anomaly_score(planted_lake, data):
     assert np.isnan(none.removed["all"]) and none.n_pairs == 0
 
 
+def test_patching_more_pairs_than_a_batch_matches_pair_by_pair(planted_model, data):
+    """With more pairs than LakeConfig.batch_size each scoring batch gets its own source rows:
+    the patched scores equal those of patching every pair on its own."""
+    support, test, _, _ = data
+    small = Lake(planted_model, LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0, batch_size=3),
+                 class_name="disc").fit(support)
+    anomalous = [s for s in test if s.label == 1][:4]
+    normal = [s for s in test if s.label == 0][:4]
+    neurons = list(small.neurons)
+    together = patch_neurons(small, normal, anomalous, neurons, per_neuron=False)
+    alone = [patch_neurons(small, [n], [a], neurons, per_neuron=False) for n, a in zip(normal, anomalous)]
+    for label in together.patched_scores:
+        expected = torch.cat([r.patched_scores[label] for r in alone])
+        torch.testing.assert_close(together.patched_scores[label], expected, rtol=1e-5, atol=1e-6)
+    assert together.removed_maps["all"].shape == (4, 64, 64)
+
+
 def test_sweep_over_k_and_text_weight(planted_model, data):
     support, test, _, _ = data
     base = LakeConfig(distance="euclidean", text_weight=0.0)

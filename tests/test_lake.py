@@ -185,6 +185,30 @@ def test_save_load_round_trip_and_refuses_other_model(tiny_model, tiny_open_clip
         Lake.load(tmp_path / "nothing", tiny_model)
 
 
+def test_detector_fitted_in_fp16_loads_in_fp32_and_not_the_reverse(tiny_model, tiny_open_clip, magenta_root, tmp_path):
+    import copy
+
+    half = HookedCLIP.from_open_clip(copy.deepcopy(tiny_open_clip).half(), "lake-tiny")
+    assert half.dtype == torch.float16
+    support = MVTecAD(magenta_root, "disc", "train").few_shot(2)
+    paths = MVTecAD(magenta_root, "disc", "test").paths[:3]
+    fitted_half = Lake(half, LakeConfig(k_neurons=6), class_name="disc").fit(support)
+    fitted_half.save(tmp_path / "fp16")
+    with pytest.warns(UserWarning, match="fitted in fp16; scoring in fp32"):
+        in_fp32 = Lake.load(tmp_path / "fp16", tiny_model)  # the same checkpoint, the fp32 copy
+    assert list(in_fp32.neurons) == list(fitted_half.neurons)
+    torch.testing.assert_close(in_fp32.score(paths).maps, fitted_half.score(paths).maps, rtol=0, atol=5e-3)
+
+    Lake(tiny_model, LakeConfig(k_neurons=6), class_name="disc").fit(support).save(tmp_path / "fp32")
+    with pytest.raises(ValueError, match="fitted in fp32 and the model runs in fp16"):
+        Lake.load(tmp_path / "fp32", half)  # fp16 has lost what the fp32 hash covers
+    other = copy.deepcopy(tiny_open_clip)
+    with torch.no_grad():
+        other.visual.proj.add_(0.1)
+    with pytest.raises(ValueError, match="different weights"):
+        Lake.load(tmp_path / "fp16", HookedCLIP.from_open_clip(other, "lake-tiny"))
+
+
 def test_score_accepts_a_dataset_and_a_generator(tiny_model, magenta_root):
     test = MVTecAD(magenta_root, "disc", "test")
     lake = Lake(tiny_model, LakeConfig(k_neurons=4), class_name="disc").fit(MVTecAD(magenta_root, "disc", "train").few_shot(1))

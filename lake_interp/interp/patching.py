@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from lake_interp.interp.targets import Neurons, check_neurons
+from lake_interp.lake.detector import LakeResult
 from lake_interp.lake.inputs import to_batch
 
 
@@ -42,8 +43,14 @@ def _patch_hooks(grouped: dict[str, torch.Tensor], source_cache: dict[str, torch
 
 
 def _score_patched(lake, target: torch.Tensor, grouped, source_cache):
-    with lake.model.hooks(fwd_hooks=_patch_hooks(grouped, source_cache)):
-        return lake.score(target)
+    """Score `target` with the neurons' values taken from `source_cache` (same images, same order),
+    one forward pass per batch of LakeConfig.batch_size so that each batch meets its own source rows."""
+    parts = []
+    for start in range(0, len(target), lake.config.batch_size):
+        rows = slice(start, start + lake.config.batch_size)
+        with lake.model.hooks(fwd_hooks=_patch_hooks(grouped, {h: c[rows] for h, c in source_cache.items()})):
+            parts.append(lake.score(target[rows]))
+    return LakeResult.concat(parts)
 
 
 def patch_neurons(lake, normal: Any, anomalous: Any, neurons: Neurons, per_neuron: bool = True) -> PatchingResult:

@@ -81,4 +81,4 @@ def neuron_words(model, neurons: Neurons, vocabulary: Sequence[str] = VOCABULARY
         text_features = model.encode_text(tokens)
     text = F.normalize(text_features.float(), dim=-1).to(model.device)
     dirs = torch.stack([joint_direction(model, neuron_direction(model, h, i)) for h, i in pairs]).float()
-    return NeuronWords(list(vocabulary), pairs, F.normalize(dirs, dim=-1) @ text.T)
+    return NeuronWords(list(vocabulary), pairs, (F.normalize(dirs, dim=-1) @ text.T).cpu())

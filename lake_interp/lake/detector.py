@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 import torch
@@ -30,6 +30,11 @@ class LakeResult:
     maps: torch.Tensor  # [B, H, W] fused
     visual_maps: torch.Tensor  # [B, H, W] nearest-neighbour distance to the bank, mean over hooks
     semantic_maps: torch.Tensor  # [B, H, W] anomalous-prompt probability
+
+    @classmethod
+    def concat(cls, parts: list["LakeResult"]) -> "LakeResult":
+        """One result from the results of consecutive batches."""
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 class Lake:
@@ -95,6 +100,8 @@ class Lake:
         features [2, embed_dim] may be passed in when already computed for this class name."""
         cfg = self.config
         acts = {h: a.to(self.model.device) for h, a in acts.items()}
+        if text_features is not None:
+            text_features = text_features.to(self.model.device)
         if self.uses_visual:
             if neurons is not None:
                 if sorted(neurons.hooks) != sorted(self.hooks):
@@ -142,28 +149,39 @@ class Lake:
         if self.uses_visual and not self.banks:
             raise RuntimeError("Lake.score called before fit: call lake.fit(support_images) first")
         cfg = self.config
-        acts = {h: a.to(self.model.device) for h, a in acts.items()}
+        device = self.model.device
+        self._move_state(device)
+        acts = {h: a.to(device) for h, a in acts.items()}
         n = next(iter(acts.values())).shape[0]
         g, size = self.model.grid_size, self.model.image_size
-        visual = torch.zeros(n, g, g)
-        semantic = torch.zeros(n, g, g)
+        visual = torch.zeros(n, g, g, device=device)
+        semantic = torch.zeros(n, g, g, device=device)
         if self.uses_visual:
             dists = [
-                nearest_distance(self._standardize(h, acts[h][..., self.neurons.indices[h].to(acts[h].device)].float()),
+                nearest_distance(self._standardize(h, acts[h][..., self.neurons.indices[h].to(device)].float()),
                                  self.banks[h], cfg.distance)
                 for h in self.hooks
             ]
-            visual = patch_grid(torch.stack(dists).mean(dim=0)[..., None])[..., 0].cpu()
+            visual = patch_grid(torch.stack(dists).mean(dim=0)[..., None])[..., 0]
         if self.uses_semantic:
             probs = [
                 anomaly_probability(self.model.project_visual_tokens(acts[h]), self.text_features, cfg.temperature)
                 for h in self.semantic_hooks
             ]
-            semantic = patch_grid(torch.stack(probs).mean(dim=0)[..., None])[..., 0].cpu()
+            semantic = patch_grid(torch.stack(probs).mean(dim=0)[..., None])[..., 0]
+        # post-processing on the model's device (on a GPU it would cost more than the forward pass on the CPU)
         visual_maps = gaussian_blur(upsample(visual, size), cfg.sigma)
         semantic_maps = gaussian_blur(upsample(semantic, size), cfg.sigma)
         maps = fuse(visual_maps, semantic_maps, cfg.text_weight)
-        return LakeResult(image_scores(maps, cfg.image_score, cfg.top_fraction), maps, visual_maps, semantic_maps)
+        scores = image_scores(maps, cfg.image_score, cfg.top_fraction)
+        return LakeResult(scores.cpu(), maps.cpu(), visual_maps.cpu(), semantic_maps.cpu())
+
+    def _move_state(self, device: torch.device) -> None:
+        """Banks, statistics and text features follow the model (e.g. model.to("cuda") after fit or load)."""
+        self.banks = {h: b.to(device) for h, b in self.banks.items()}
+        self.stats = {h: (m.to(device), s.to(device)) for h, (m, s) in self.stats.items()}
+        if self.text_features is not None:
+            self.text_features = self.text_features.to(device)
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
+from typing import Optional
+
+import torch
 
 from safetensors.torch import load_file, save_file
 
@@ -12,15 +16,20 @@ from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.neurons import NeuronSet
 
 FORMAT = "lake_interp.lake/1"
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def model_identity(model) -> dict:
-    """What must match for a saved detector to be valid: architecture and a hash of the weights."""
+def model_identity(model, dtype: Optional[torch.dtype] = None) -> dict:
+    """What must match for a saved detector to be valid: architecture and a hash of the weights,
+    rounded to `dtype` (default: the model's own), so that one checkpoint gives the same hash in
+    fp32 and, rounded to fp16, in an fp16 copy of it."""
+    dtype = dtype or model.dtype
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):  # every weight: any change is another model
         h.update(name.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return {"name": model.cfg.name, "pretrained": model.pretrained, "config": model.cfg.to_dict(), "weights_sha256": h.hexdigest()}
+        h.update(tensor.detach().to(dtype).float().cpu().contiguous().numpy().tobytes())
+    return {"name": model.cfg.name, "pretrained": model.pretrained, "config": model.cfg.to_dict(),
+            "dtype": DTYPE_NAMES[dtype], "weights_sha256": h.hexdigest()}
 
 
 def save_lake(lake, path) -> None:
@@ -53,13 +62,21 @@ def load_lake(path, model):
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    saved, current = meta["model"], model_identity(model)
+    saved = meta["model"]
+    fitted_dtype = {v: k for k, v in DTYPE_NAMES.items()}.get(saved.get("dtype"), model.dtype)  # older files: no dtype
+    current = model_identity(model, fitted_dtype)
     if saved["config"] != current["config"] or saved["weights_sha256"] != current["weights_sha256"]:
+        what = "architecture" if saved["config"] != current["config"] else "weights"
+        if what == "weights" and fitted_dtype != model.dtype:
+            what += (f" (it was fitted in {saved['dtype']} and the model runs in {DTYPE_NAMES[model.dtype]}: load the model "
+                     f"in {saved['dtype']}, e.g. --precision {saved['dtype']})")
         raise ValueError(
             f"{path} was fitted with model {saved['name']!r} (pretrained={saved['pretrained']!r}); the model "
-            f"given is {current['name']!r} (pretrained={current['pretrained']!r}) with different "
-            f"{'architecture' if saved['config'] != current['config'] else 'weights'}: refit instead"
+            f"given is {current['name']!r} (pretrained={current['pretrained']!r}) with different {what}: refit instead"
         )
+    if fitted_dtype != model.dtype:
+        warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {DTYPE_NAMES[model.dtype]} compares "
+                      f"{DTYPE_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
     lake = Lake(model, LakeConfig.from_dict(meta["config"]), meta["class_name"])
     tensors = load_file(str(tensor_path), device=str(model.device))
     lake.neurons = NeuronSet.from_dict(meta["neurons"]) if meta["neurons"] else None
