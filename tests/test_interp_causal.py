@@ -41,7 +41,7 @@ def test_ablating_planted_neuron_removes_the_response_random_does_not(planted_la
     for control in effect.random:
         assert control["pixel_auroc"] > 0.95 and control["image_auroc"] > 0.9
     assert effect.map_change > 10 * max(effect.random_map_change)
-    assert list(planted_lake.neurons) == planted  # the detector is restored
+    assert list(planted_lake.neurons) == planted  # the detector is unchanged
     assert [r["condition"] for r in effect.table()] == ["clean", "ablated", "random seed 0", "random seed 1"]
     # masks as datasets give them: original size (here 2x the input), None for normal images
     big = [None if s.mask is None else np.kron(s.mask, np.ones((2, 2), bool)) for s in test]
@@ -230,6 +230,29 @@ def test_neuron_explorer_static_views(planted_lake, data):
     assert set(shown) == set(figs)
     with pytest.raises(ValueError, match="not among"):
         explorer.figures(hook, 3)
+
+
+def test_ablation_views_leave_the_lake_as_it_was_and_reuse_its_text(planted_model, data, monkeypatch):
+    """ablation_effect, single_neuron_sweep and the explorer rebuild banks on copies: the user's
+    detector keeps its own bank (here fitted on other images than the views get) and text features,
+    which are not computed again."""
+    from lake_interp.interp.explorer import NeuronExplorer
+
+    support, test, labels, _ = data
+    lake = Lake(planted_model, LakeConfig(k_neurons=2, text_weight=0.3), class_name="disc").fit(support[:1])
+    before = {h: b.clone() for h, b in lake.banks.items()}
+    text, clean = lake.text_features, lake.score(test[:2]).maps
+    calls = []
+    monkeypatch.setattr(Lake, "compute_text_features", lambda self: calls.append(1) or text)
+    neurons = list(lake.neurons)
+    ablation_effect(lake, neurons, support, test, labels, n_random=1)
+    single_neuron_sweep(lake, neurons[:1], support, test, labels)
+    NeuronExplorer(lake, test, support, n_top=2).figures(*neurons[0], 0)
+    assert calls == []
+    assert lake.text_features is text and all(torch.equal(lake.banks[h], b) for h, b in before.items())
+    torch.testing.assert_close(lake.score(test[:2]).maps, clean, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="support is None"):
+        NeuronExplorer(lake, test)
 
 
 def test_neuron_explorer_controls_redraw_and_switch_category(planted_model, data, monkeypatch):

@@ -12,7 +12,6 @@ import torch
 from lake_interp.interp.stream import stream_activations
 from lake_interp.interp.targets import Neurons, check_neurons
 from lake_interp.lake.inputs import resize_mask
-from lake_interp.lake.neurons import NeuronSet
 
 MODES = ("zero", "mean", "resample")
 
@@ -112,12 +111,11 @@ class AblationEffect:
         return rows
 
 
-def _evaluate(lake, images, support, neurons_to_keep: NeuronSet, labels, masks) -> tuple[dict, Any]:
-    """Refit the bank (same neurons) on the support and score, under whatever hooks are active."""
+def _evaluate(lake, images, support, labels, masks) -> tuple[dict, Any]:
+    """Score with the bank (same neurons) rebuilt from the support under whatever hooks are active."""
     from lake_interp.benchmark import evaluate_result
 
-    lake.fit(support, neurons=neurons_to_keep)
-    result = lake.score(images)
+    result = lake.with_bank_from(support).score(images)
     metrics = evaluate_result(result, masks, labels, None) if labels is not None else {}
     anomalous = labels == 1 if labels is not None else np.ones(len(result.image_scores), bool)
     metrics["mean_score_anomalous"] = float(result.image_scores.numpy()[anomalous].mean())
@@ -131,25 +129,22 @@ def ablation_effect(lake, neurons: Neurons, support: Any, images: Any, labels=No
     The detector keeps its neuron selection; its bank is rebuilt from `support` under the same
     ablation (so the ablation acts on the model, not only on the test images). labels [N] and
     masks (each [H, W] at any size, resized to the model input; None entries for normal images, or
-    None for all) give image and pixel metrics. The lake is
-    restored to its clean fit afterwards.
+    None for all) give image and pixel metrics. The lake itself is not changed.
     """
     model = lake.model
-    keep = lake.neurons
     labels = None if labels is None else np.asarray(labels)
     if masks is not None:
         masks = np.stack([resize_mask(m, model.image_size) for m in masks])
     reference = support if mode != "zero" else None
-    clean, clean_r = _evaluate(lake, images, support, keep, labels, masks)
+    clean, clean_r = _evaluate(lake, images, support, labels, masks)
     with ablate(model, neurons, mode, reference, seed):
-        ablated, ablated_r = _evaluate(lake, images, support, keep, labels, masks)
+        ablated, ablated_r = _evaluate(lake, images, support, labels, masks)
     randoms, random_rs = [], []
     for s in range(n_random):
         with ablate(model, random_like(model, neurons, seed + 1 + s), mode, reference, seed):
-            m, r = _evaluate(lake, images, support, keep, labels, masks)
+            m, r = _evaluate(lake, images, support, labels, masks)
         randoms.append(m)
         random_rs.append(r)
-    lake.fit(support, neurons=keep)
     change = lambda r: float((r.maps - clean_r.maps).abs().mean())  # noqa: E731
     return AblationEffect(
         clean=clean, ablated=ablated, random=randoms,
@@ -166,16 +161,14 @@ def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, label
     Returns rows {hook, index, score_drop, clean, ablated}, largest drop first.
     """
     labels = None if labels is None else np.asarray(labels)
-    keep = lake.neurons
     reference = support if mode != "zero" else None
-    clean, _ = _evaluate(lake, images, support, keep, labels, None)
+    clean, _ = _evaluate(lake, images, support, labels, None)
     rows = []
     for hook, index in check_pairs(lake.model, neurons):
         with ablate(lake.model, [(hook, index)], mode, reference):
-            m, _ = _evaluate(lake, images, support, keep, labels, None)
+            m, _ = _evaluate(lake, images, support, labels, None)
         base, abl = clean["mean_score_anomalous"], m["mean_score_anomalous"]
         rows.append({"hook": hook, "index": index, "score_drop": base - abl, "clean": base, "ablated": abl})
-    lake.fit(support, neurons=keep)
     return sorted(rows, key=lambda r: -r["score_drop"])
 
 

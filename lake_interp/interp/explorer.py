@@ -45,6 +45,9 @@ class NeuronExplorer:
             chosen = list(neurons if neurons is not None else (lk.neurons or []))
             if not chosen:
                 raise ValueError(f"NeuronExplorer needs a fitted lake (lake.neurons) or a list of neurons ({name})")
+            if ts is None or sp is None:
+                raise ValueError(f"NeuronExplorer needs the test images and the support images the lake was fitted on "
+                                 f"({name}: {'test' if ts is None else 'support'} is None)")
             self._categories[name] = _Category(lk, ts, sp, chosen)
         self.category = next(iter(self._categories))
         self.n_top, self.vocabulary = n_top, vocabulary
@@ -89,12 +92,9 @@ class NeuronExplorer:
         from plotly.subplots import make_subplots
 
         image = self.test[image_index]
-        keep = self.lake.neurons
-        clean = self.lake.score([image])
+        clean = self.lake.with_bank_from(self.support).score([image])
         with ablate(self.lake.model, [(hook, channel)]):
-            self.lake.fit(self.support, neurons=keep)
-            ablated = self.lake.score([image])
-        self.lake.fit(self.support, neurons=keep)
+            ablated = self.lake.with_bank_from(self.support).score([image])
         fig = make_subplots(1, 2, subplot_titles=[f"clean (score {float(clean.image_scores[0]):.3f})",
                                                   f"ablated (score {float(ablated.image_scores[0]):.3f})"])
         vmax = float(max(clean.maps.max(), ablated.maps.max()))

@@ -122,6 +122,15 @@ class Lake:
             self.text_features = text_features if text_features is not None else self.compute_text_features()
         return self
 
+    def with_bank_from(self, support: Any) -> "Lake":
+        """A new detector with this one's config, neurons and text features and a bank rebuilt from
+        `support` under whatever hooks are active (e.g. an ablation); this detector is left as it is."""
+        if self.uses_visual and self.neurons is None:
+            raise RuntimeError("with_bank_from needs a fitted lake: call lake.fit(support_images) first")
+        new = Lake(self.model, self.config, self.class_name)
+        acts = new.patch_activations(support, new.hooks) if new.uses_visual else {}
+        return new.fit_activations(acts, text_features=self.text_features, neurons=self.neurons)
+
     def compute_text_features(self) -> torch.Tensor:
         cfg = self.config
         return text_features(self.model, self.class_name, cfg.normal_states, cfg.anomalous_states, cfg.templates)
