@@ -38,8 +38,20 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-weight", type=float, help="weight of the semantic branch (LakeConfig.text_weight)")
 
 
+def read_json(path: Path, argument: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{argument} {path}: no such file")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{argument} {path} is not valid JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{argument} {path}: expected a JSON object of fields, got {type(d).__name__}")
+    return d
+
+
 def config_dict(args: argparse.Namespace) -> dict:
-    d = json.loads(Path(args.config).read_text()) if args.config else {}
+    d = read_json(Path(args.config), "--config") if args.config else {}
     if args.k_neurons is not None:
         d["k_neurons"] = args.k_neurons
     if args.text_weight is not None:
@@ -104,7 +116,9 @@ def cmd_benchmark(args) -> int:
 def cmd_fit(args) -> int:
     from lake_interp.data import FolderDataset
     from lake_interp.lake import Lake, LakeConfig
+    from lake_interp.lake.persist import check_new_detector_folder
 
+    check_new_detector_folder(args.out)
     normal = FolderDataset(normal_dir=args.normal)
     support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
     model = load_model(args.model, args.pretrained, args.device, args.precision)
@@ -117,18 +131,17 @@ def cmd_fit(args) -> int:
 def cmd_score(args) -> int:
     from lake_interp.data.io import list_images, require_dir
     from lake_interp.lake import Lake
-    from lake_interp.scoring import score_files
+    from lake_interp.lake.persist import read_meta
+    from lake_interp.scoring import check_new_score_folder, score_files
 
-    meta_path = Path(args.detector) / "lake.json"
-    if not meta_path.is_file():
-        return _fail(f"{meta_path} not found: --detector must be a folder written by `lake-interp fit`")
-    saved = json.loads(meta_path.read_text())["model"]
-    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
-                       args.precision or saved.get("dtype", "fp32"))
-    lake = Lake.load(args.detector, model)
+    saved = read_meta(args.detector)["model"]  # every input checked before the model loads
+    check_new_score_folder(args.out)
     paths = list_images(require_dir(Path(args.images), "images to score"))
     if not paths:
         return _fail(f"no images in {args.images}")
+    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
+                       args.precision or saved.get("dtype", "fp32"))
+    lake = Lake.load(args.detector, model)
     rows = score_files(lake, paths, args.out)
     print(f"scored {len(rows)} images; wrote {Path(args.out) / 'scores.csv'} and overlays in {Path(args.out) / 'maps'}")
     return 0

@@ -104,6 +104,56 @@ def test_cli_bad_inputs_are_clear(root, tmp_path, capsys):
     assert "none" in capsys.readouterr().err
 
 
+def test_cli_keeps_earlier_outputs_and_names_damaged_files(root, tmp_path, capsys):
+    """fit and score never write over an earlier detector or scoring run; damaged detector files,
+    a malformed --config and an unusable --device are errors naming them."""
+    det, normal = tmp_path / "det", root / "disc" / "train" / "good"
+    fit = ["fit", "--normal", str(normal), "--out", str(det), "--k-neurons", "8", *TINY]
+    assert main(fit) == 0
+    saved = (det / "lake.json").read_bytes()
+    assert main([*fit[:-len(TINY)], "--k-neurons", "4", *TINY]) == 2
+    assert "already holds a detector" in capsys.readouterr().err and (det / "lake.json").read_bytes() == saved
+    (tmp_path / "afile").write_text("x")
+    assert main(["fit", "--normal", str(normal), "--out", str(tmp_path / "afile"), "--k-neurons", "8", *TINY]) == 2
+    assert "afile is a file" in capsys.readouterr().err
+
+    images = tmp_path / "same_stem"
+    images.mkdir()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(images / "a.png")
+    Image.new("RGB", (50, 20), (200, 30, 30)).save(images / "a.jpg")
+    out = tmp_path / "scored"
+    assert main(["score", "--detector", str(det), "--images", str(images), "--out", str(out)]) == 0
+    rows = read_csv(out / "scores.csv")
+    assert sorted(r["maps"] for r in rows) == ["maps/a_jpg_map.png", "maps/a_png_map.png"]
+    assert Image.open(out / "maps" / "a_jpg_overlay.png").size == (50, 20)
+    assert Image.open(out / "maps" / "a_png_overlay.png").size == (40, 30)
+    before = (out / "scores.csv").read_bytes()
+    assert main(["score", "--detector", str(det), "--images", str(normal), "--out", str(out)]) == 2
+    assert "earlier scoring run" in capsys.readouterr().err and (out / "scores.csv").read_bytes() == before
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "lake.json").write_bytes(saved)
+    (broken / "tensors.safetensors").write_bytes((det / "tensors.safetensors").read_bytes()[:20])
+    assert main(["score", "--detector", str(broken), "--images", str(images), "--out", str(tmp_path / "s1")]) == 2
+    assert "tensors.safetensors cannot be read" in capsys.readouterr().err
+    (broken / "lake.json").write_bytes(saved[:50])
+    assert main(["score", "--detector", str(broken), "--images", str(images), "--out", str(tmp_path / "s2")]) == 2
+    assert "lake.json is not valid JSON" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{k_neurons: 8}")
+    assert main([*fit[:4], str(tmp_path / "d2"), "--config", str(tmp_path / "bad.json"), *TINY]) == 2
+    assert "--config" in (err := capsys.readouterr().err) and "bad.json is not valid JSON" in err
+    assert main(["hooks", "--model", "lake-tiny", "--pretrained", "none", "--device", "gpu"]) == 2
+    assert "device 'gpu' is not a torch device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_cuda_without_cuda_says_so(capsys):
+    assert main(["hooks", "--model", "lake-tiny", "--pretrained", "none", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "could not load pretrained weights" not in err
+
+
 def test_demo_writes_report(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--categories", "disc", *TINY]) == 0

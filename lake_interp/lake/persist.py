@@ -32,8 +32,34 @@ def model_identity(model, dtype: Optional[torch.dtype] = None) -> dict:
             "dtype": DTYPE_NAMES[dtype], "weights_sha256": h.hexdigest()}
 
 
+def read_meta(path) -> dict:
+    """lake.json of a detector folder, with errors naming the file."""
+    meta_path = Path(path) / "lake.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} not found: expected a folder written by Lake.save (or `lake-interp fit`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path} is not valid JSON ({e}): the detector folder is damaged; refit") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{meta_path}: format {found!r}, expected {FORMAT!r}")
+    return meta
+
+
+def check_new_detector_folder(path) -> None:
+    """Refuse to write a detector over a file or over another detector (nothing is lost)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder: choose another detector folder (--out)")
+    if (path / "lake.json").exists() or (path / "tensors.safetensors").exists():
+        raise ValueError(f"{path} already holds a detector: choose another folder (--out) or delete it first")
+
+
 def save_lake(lake, path) -> None:
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder: choose another detector folder")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"bank/{h}": b.cpu().contiguous() for h, b in lake.banks.items()}
     for h, (mean, std) in lake.stats.items():
@@ -55,13 +81,9 @@ def load_lake(path, model):
     from lake_interp.lake.detector import Lake
 
     path = Path(path)
-    meta_path, tensor_path = path / "lake.json", path / "tensors.safetensors"
-    for p in (meta_path, tensor_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found: expected a folder written by Lake.save")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    meta, tensor_path = read_meta(path), path / "tensors.safetensors"
+    if not tensor_path.is_file():
+        raise FileNotFoundError(f"{tensor_path} not found: expected a folder written by Lake.save")
     saved = meta["model"]
     fitted_dtype = {v: k for k, v in DTYPE_NAMES.items()}.get(saved.get("dtype"), model.dtype)  # older files: no dtype
     current = model_identity(model, fitted_dtype)
@@ -78,7 +100,10 @@ def load_lake(path, model):
         warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {DTYPE_NAMES[model.dtype]} compares "
                       f"{DTYPE_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
     lake = Lake(model, LakeConfig.from_dict(meta["config"]), meta["class_name"])
-    tensors = load_file(str(tensor_path), device=str(model.device))
+    try:
+        tensors = load_file(str(tensor_path), device=str(model.device))
+    except Exception as e:  # safetensors raises its own SafetensorError for a damaged file
+        raise ValueError(f"{tensor_path} cannot be read ({type(e).__name__}: {e}): the detector folder is damaged; refit") from e
     lake.neurons = NeuronSet.from_dict(meta["neurons"]) if meta["neurons"] else None
     lake.banks = {k[len("bank/"):]: v for k, v in tensors.items() if k.startswith("bank/")}
     lake.stats = {h: (tensors[f"mean/{h}"], tensors[f"std/{h}"]) for h in lake.banks}

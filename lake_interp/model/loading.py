@@ -27,6 +27,8 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
             f"'hf-hub:org/repo', or 'lake-tiny'"
         )
     check_model_config(name)  # refuse unsupported towers before building or downloading anything
+    if kwargs.get("device") is not None:
+        check_device(kwargs["device"])
     is_path = pretrained is not None and (Path(pretrained).suffix or "/" in pretrained or Path(pretrained).exists())
     if is_path and not Path(pretrained).is_file():
         raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
@@ -44,6 +46,18 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
             ) from e
         raise _download_error(name, pretrained, e) from e
     return oc.eval(), preprocess, open_clip.get_tokenizer(name, context_length=oc.context_length)
+
+
+def check_device(device) -> torch.device:
+    """The torch device, or a ValueError naming it (not a download error later on)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1; CLI: --device): {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available here (torch.cuda.is_available() is False); "
+                         f"use device='cpu' (CLI: --device cpu)")
+    return dev
 
 
 def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
