@@ -167,10 +167,17 @@ def test_text_only_needs_no_support(tiny_model, magenta_root):
 def test_save_load_round_trip_and_refuses_other_model(tiny_model, tiny_open_clip, magenta_root, tmp_path):
     import copy
 
+    import json
+
     lake = Lake(tiny_model, LakeConfig(k_neurons=6, standardize=True), class_name="disc")
-    lake.fit(MVTecAD(magenta_root, "disc", "train").few_shot(2))
+    support = MVTecAD(magenta_root, "disc", "train").few_shot(2)
+    lake.fit(iter(support))  # a generator: read once, its files recorded
     lake.save(tmp_path / "det")
+    meta = json.loads((tmp_path / "det" / "lake.json").read_text())
+    assert meta["support"] == [str(s.path) for s in support]
+    assert meta["versions"]["torch"] == torch.__version__ and meta["versions"]["lake_interp"]
     loaded = Lake.load(tmp_path / "det", tiny_model)
+    assert loaded.support_sources == meta["support"]
     paths = MVTecAD(magenta_root, "disc", "test").paths[:3]
     torch.testing.assert_close(loaded.score(paths).maps, lake.score(paths).maps)
     assert list(loaded.neurons) == list(lake.neurons) and loaded.class_name == "disc"

@@ -11,7 +11,7 @@ import torch
 from lake_interp.lake.bank import nearest_distance
 from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
-from lake_interp.lake.inputs import to_batch
+from lake_interp.lake.inputs import image_sources, is_single_image, to_batch
 from lake_interp.lake.neurons import NeuronSet, criterion_scores
 from lake_interp.lake.semantic import anomaly_probability, text_features
 from lake_interp.lake.sites import hook_names
@@ -60,6 +60,7 @@ class Lake:
         self.banks: dict[str, torch.Tensor] = {}  # hook -> [M support patches, K]
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # hook -> (mean, std) [K]
         self.text_features: Optional[torch.Tensor] = None  # [2, embed_dim]
+        self.support_sources: Optional[list] = None  # the support's image files (None: in memory), saved with it
 
     # ----------------------------------------------------------------- branches in use
     @property
@@ -91,8 +92,12 @@ class Lake:
         """support: k normal images (tensor batch, PIL images, paths or Samples). With `neurons`,
         those neurons are used as they are (no selection): e.g. to rebuild the bank of a fitted
         detector under an ablation."""
+        if not isinstance(support, torch.Tensor) and not is_single_image(support):
+            support = list(support)  # read once: a generator gives both its sources and its images
         acts = self.patch_activations(support, self.hooks) if self.uses_visual else {}
-        return self.fit_activations(acts, neurons=neurons)
+        self.fit_activations(acts, neurons=neurons)
+        self.support_sources = image_sources(support)
+        return self
 
     def fit_activations(self, acts: dict[str, torch.Tensor], text_features: Optional[torch.Tensor] = None,
                         neurons: Optional[NeuronSet] = None) -> "Lake":
@@ -128,8 +133,12 @@ class Lake:
         if self.uses_visual and self.neurons is None:
             raise RuntimeError("with_bank_from needs a fitted lake: call lake.fit(support_images) first")
         new = Lake(self.model, self.config, self.class_name)
+        if not isinstance(support, torch.Tensor) and not is_single_image(support):
+            support = list(support)
         acts = new.patch_activations(support, new.hooks) if new.uses_visual else {}
-        return new.fit_activations(acts, text_features=self.text_features, neurons=self.neurons)
+        new.fit_activations(acts, text_features=self.text_features, neurons=self.neurons)
+        new.support_sources = image_sources(support)
+        return new
 
     def compute_text_features(self) -> torch.Tensor:
         cfg = self.config

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -30,6 +30,16 @@ def is_single_image(item: Any) -> bool:
     if isinstance(item, (Image.Image, str, Path)) or hasattr(item, "image"):
         return True
     return isinstance(item, np.ndarray) and item.ndim in (2, 3) and (item.ndim == 2 or item.shape[-1] in (1, 3, 4))
+
+
+def image_sources(images: Any) -> Optional[list[Optional[str]]]:
+    """The file each image came from (Samples and paths; None for one held in memory), or None for a
+    tensor batch. Reads nothing: for provenance records (which support images a detector saw)."""
+    if isinstance(images, torch.Tensor):
+        return None
+    items = [images] if is_single_image(images) else list(images)
+    return [str(it) if isinstance(it, (str, Path)) else (str(it.path) if getattr(it, "path", None) else None)
+            for it in items]
 
 
 def to_batch(images: Any, model) -> torch.Tensor:

@@ -32,6 +32,16 @@ def model_identity(model, dtype: Optional[torch.dtype] = None) -> dict:
             "dtype": DTYPE_NAMES[dtype], "weights_sha256": h.hexdigest()}
 
 
+def versions() -> dict:
+    """Versions of the packages a result depends on (for the record)."""
+    import open_clip
+
+    import lake_interp
+
+    return {"lake_interp": lake_interp.__version__, "torch": torch.__version__,
+            "open_clip": getattr(open_clip, "__version__", "unknown")}
+
+
 def read_meta(path) -> dict:
     """lake.json of a detector folder, with errors naming the file."""
     meta_path = Path(path) / "lake.json"
@@ -73,6 +83,8 @@ def save_lake(lake, path) -> None:
         "config": lake.config.to_dict(),
         "model": model_identity(lake.model),
         "neurons": lake.neurons.to_dict() if lake.neurons is not None else None,
+        "support": lake.support_sources,  # image files the bank was built from (null: in memory / unknown)
+        "versions": versions(),
     }
     (path / "lake.json").write_text(json.dumps(meta, indent=1))
 
@@ -108,4 +120,5 @@ def load_lake(path, model):
     lake.banks = {k[len("bank/"):]: v for k, v in tensors.items() if k.startswith("bank/")}
     lake.stats = {h: (tensors[f"mean/{h}"], tensors[f"std/{h}"]) for h in lake.banks}
     lake.text_features = tensors.get("text_features")
+    lake.support_sources = meta.get("support")
     return lake
