@@ -88,12 +88,15 @@ def cmd_hooks(args) -> int:
     import torch
 
     model = load_model(args.model, args.pretrained, args.device, args.precision)
+    names = model.hook_names(args.filter or "")
+    if not names:
+        return _fail(f"no hook name starts with {args.filter!r}; e.g. {model.hook_names()[:3]}")
     images = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device, dtype=model.dtype)
     tokens = model.tokenizer(["a photo of a flawless object"]).to(model.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(images, tokens)
     print(f"{args.model} ({args.pretrained}): image {model.image_size}px, grid {model.grid_size}x{model.grid_size}")
-    for name in model.hook_names(args.filter or ""):
+    for name in names:
         print(f"{name:48s} {list(cache[name].shape)}")
     return 0
 

@@ -29,6 +29,8 @@ def test_hooks_lists_every_hook(capsys):
     out = capsys.readouterr()
     assert "visual.blocks.3.mlp.hook_post" in out.out and "[1, 65, 256]" in out.out
     assert "RANDOM WEIGHTS" in out.err
+    assert main(["hooks", *TINY, "--filter", "visual.block.3"]) == 2
+    assert "no hook name starts with 'visual.block.3'" in capsys.readouterr().err
 
 
 def test_benchmark_writes_tables_and_resumes(root, tmp_path, capsys, monkeypatch):

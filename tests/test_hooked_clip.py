@@ -483,3 +483,21 @@ def test_tokenizer_follows_a_forced_context_length():
         model = HookedCLIP.from_pretrained("lake-tiny", pretrained=None, force_context_length=32)
     tokens = model.tokenizer(["a photo of a scratched bottle"])
     assert tokens.shape == (1, 32) and model.encode_text(tokens).shape[0] == 1
+
+
+def test_unknown_hook_names_and_wrong_image_sizes_are_named(tiny_model):
+    images, _ = inputs(tiny_model, 1)
+    noop = lambda act, hook: act  # noqa: E731
+    with pytest.raises(ValueError, match="unknown hook name 'visual.blocks.50.mlp.hook_post'.*blocks.0.mlp.hook_post"):
+        tiny_model.run_with_hooks(images, fwd_hooks=[("visual.blocks.50.mlp.hook_post", noop)])
+    with pytest.raises(ValueError, match="unknown hook name 'visual.blocks.1.hook_resid_pots'"):
+        tiny_model.run_with_cache(images, names_filter=["visual.blocks.1.hook_resid_post", "visual.blocks.1.hook_resid_pots"])
+    with pytest.raises(ValueError, match="unknown hook name"):
+        tiny_model.run_with_cache(images, names_filter="visual.hook_embedd")
+    assert not tiny_model.hook_dict["visual.blocks.1.hook_resid_post"].fwd_hooks  # nothing left behind
+    _, cache = tiny_model.run_with_cache(images, names_filter=lambda n: n.endswith("hook_resid_post"))
+    assert len(cache) == tiny_model.cfg.vision.n_layers  # a filter function is not a list of names
+    size = tiny_model.image_size
+    for bad in (images[:, :, : size - 8], images[:, :1], images[0]):
+        with pytest.raises(ValueError, match=rf"this model takes \[batch, 3, {size}, {size}\]"):
+            tiny_model.encode_image(bad)

@@ -32,9 +32,7 @@ def check_neurons(model, neurons: Neurons) -> dict[str, torch.Tensor]:
         raise ValueError("no neurons given")
     widths = hook_widths(model)
     for hook, idx in grouped.items():
-        if hook not in model.hook_dict:
-            close = [n for n in model.hook_dict if n.split(".")[-1] == hook.split(".")[-1]][:3]
-            raise ValueError(f"unknown hook name {hook!r}; e.g. {close or list(model.hook_dict)[:3]}")
+        model.check_hook_names([hook])
         if hook not in widths:
             raise ValueError(f"hook {hook!r} has no neuron axis; use a [batch, pos, d] hook such as hook_resid_post or mlp.hook_post")
         if int(idx.min()) < 0 or int(idx.max()) >= widths[hook]:

@@ -180,6 +180,27 @@ class HookedCLIP(HookedRootModule):
         """All hook point names in forward order (optionally only those starting with prefix)."""
         return [n for n in self.hook_dict if n.startswith(prefix)]
 
+    def check_hook_names(self, names) -> None:
+        """ValueError naming the first unknown hook point (with similar names), instead of a KeyError
+        or, for a names_filter list, an empty cache."""
+        for name in names:
+            if isinstance(name, str) and name not in self.hook_dict:
+                similar = [n for n in self.hook_dict if n.split(".")[-1] == name.split(".")[-1]][:3]
+                raise ValueError(f"unknown hook name {name!r}; e.g. {similar or list(self.hook_dict)[:3]} "
+                                 f"(model.hook_names() lists them all)")
+
+    def hooks(self, fwd_hooks=(), bwd_hooks=(), *args, **kwargs):
+        """TransformerLens `hooks` (also behind run_with_hooks), refusing unknown hook names."""
+        self.check_hook_names([name for name, _ in [*fwd_hooks, *bwd_hooks]])
+        return super().hooks(list(fwd_hooks), list(bwd_hooks), *args, **kwargs)
+
+    def get_caching_hooks(self, names_filter=None, *args, **kwargs):
+        """TransformerLens `get_caching_hooks` (behind run_with_cache), refusing unknown names in a
+        name or list filter."""
+        if isinstance(names_filter, (str, list, tuple)):
+            self.check_hook_names([names_filter] if isinstance(names_filter, str) else names_filter)
+        return super().get_caching_hooks(names_filter, *args, **kwargs)
+
 
 def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:
     """open_clip's eval preprocessing of this model (size, mean, std, interpolation, resize mode)."""

@@ -41,6 +41,10 @@ class VisionTower(nn.Module):
 
     def residual(self, images: torch.Tensor) -> torch.Tensor:
         """The residual stream after the last block: [batch, 1 + grid**2, d_model]."""
+        size = self.cfg.image_size
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(f"images of shape {tuple(images.shape)}; this model takes [batch, 3, {size}, {size}] "
+                             f"(use model.preprocess, or pass PIL images / paths to the lake_interp tools)")
         x = self.conv1(images.to(self.conv1.weight.dtype))
         x = rearrange(x, "b d gh gw -> b (gh gw) d")
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
