@@ -131,3 +131,12 @@ def test_config_round_trip_and_validation():
     assert method_config("patchcore").criterion == "all" and method_config("winclip").text_weight == 1.0
     with pytest.raises(ValueError, match="unknown method"):
         method_config("lake2")
+
+
+def test_neuron_set_repr_is_short_and_names_the_best_channels():
+    scores = {f"visual.blocks.{l}.hook_resid_post": torch.randn(768, generator=torch.Generator().manual_seed(l)) for l in range(4)}
+    neurons = NeuronSet.from_scores(scores, 100)
+    text = repr(neurons)
+    assert len(text) < 400 and text.startswith("NeuronSet(variance, 400 neurons;")
+    for hook, s in scores.items():
+        assert f"{hook}: 100 [{int(s.argmax())}," in text

@@ -68,6 +68,15 @@ class NeuronSet:
     def __len__(self) -> int:
         return sum(len(i) for i in self.indices.values())
 
+    def __repr__(self) -> str:
+        """Short: the criterion, then per hook the count and the first channels (best first)."""
+        def head(idx):
+            shown = ", ".join(str(int(i)) for i in idx[:5])
+            return f"[{shown}{', ...' if len(idx) > 5 else ''}]"
+
+        hooks = "; ".join(f"{h}: {len(idx)} {head(idx)}" for h, idx in self.indices.items())
+        return f"NeuronSet({self.criterion}, {len(self)} neurons; {hooks})"
+
     def __iter__(self) -> Iterator[tuple[str, int]]:
         for hook, idx in self.indices.items():
             for i in idx.tolist():
