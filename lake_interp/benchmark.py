@@ -2,7 +2,8 @@
 
 One forward pass per test image per category (activations of every hook any method needs are
 cached once), one per support set, text embeddings once per category. Finished categories are
-written to `<out>/categories/<category>.csv` and skipped when the same run is resumed.
+written to `<out>/categories/<category>.csv` (with the per-image scores in `<out>/scores/<category>.csv`)
+and skipped when the same run is resumed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,11 +63,14 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     base = LakeConfig.from_dict(spec.config)
     for m in spec.methods:  # unknown methods, K wider than a layer...: fail before any work or record
         Lake(model, method_config(m, base))
-    categories = spec.categories or DATASETS[spec.dataset].categories(spec.root)
+    r = spec.resolution
+    if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1):
+        raise ValueError(f"resolution (--resolution) must be a positive integer (pixels), got {r!r}")
+    categories = list(spec.categories or DATASETS[spec.dataset].categories(spec.root))
     for category in categories:
-        load_dataset(spec.dataset, spec.root, category, "test")  # a missing category or folder fails here
+        check_test_set(load_dataset(spec.dataset, spec.root, category, "test"))  # missing or one-class: fail here
     (out / "categories").mkdir(parents=True, exist_ok=True)
-    _guard_resume(out / "run.json", spec, model)
+    _guard_resume(out / "run.json", spec, base, categories, model)
     rows = []
     bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
     for category in categories:
@@ -75,8 +80,10 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
             bar.update(len(spec.shots) * len(spec.seeds))
             continue
         bar.set_description(category)
-        cat_rows = _run_category(model, spec, base, category, bar)
-        write_rows(done, cat_rows)  # a category lands whole or not at all
+        cat_rows, scores = _run_category(model, spec, base, category, bar)
+        (out / "scores").mkdir(exist_ok=True)
+        _write_csv(out / "scores" / f"{category}.csv", scores, list(scores[0]))
+        write_rows(done, cat_rows)  # a category lands whole or not at all: this file marks it done
         rows += cat_rows
     bar.close()
     write_rows(out / "results.csv", rows)
@@ -84,7 +91,18 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     return rows
 
 
-def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, bar) -> list[dict]:
+def check_test_set(test) -> None:
+    """A test split must hold normal and anomalous images: else no metric is defined (all NaN)."""
+    n_anomalous = int(test.labels.sum())
+    if n_anomalous == 0 or n_anomalous == len(test):
+        missing = "anomalous" if n_anomalous == 0 else "normal"
+        raise ValueError(f"category {test.category!r}: the test split {test.source} has no {missing} images "
+                         f"({len(test) - n_anomalous} normal, {n_anomalous} anomalous); the metrics need both")
+
+
+def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, bar) -> tuple[list[dict], list[dict]]:
+    """Metric rows of every method, shot and seed, and per test image its scores (path relative to root,
+    label, defect, one column `<method>_<shots>shot_seed<seed>` per fit)."""
     test = load_dataset(spec.dataset, spec.root, category, "test")
     train = load_dataset(spec.dataset, spec.root, category, "train")
     class_name = class_name_for(category)
@@ -95,6 +113,8 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     test_acts, masks, labels = cache_test_set(probe, test, test_hooks, mask_size=spec.resolution)
     text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
     rows = []
+    scores = [{"path": Path(os.path.relpath(e.path, spec.root)).as_posix(), "label": e.label, "defect": e.defect}
+              for e in test.entries]
     for shots in spec.shots:
         for seed in spec.seeds:
             support = train.few_shot(shots, seed)
@@ -106,8 +126,10 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
                 row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
                 row.update(evaluate_result(result, masks, labels, spec.resolution))
                 rows.append(row)
+                for image, score in zip(scores, result.image_scores.tolist()):
+                    image[f"{method}_{shots}shot_seed{seed}"] = score
             bar.update(1)
-    return rows
+    return rows, scores
 
 
 def cache_test_set(lake: Lake, test, hooks: list[str], mask_size: Optional[int] = None):
@@ -139,23 +161,43 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
     return out
 
 
-def _guard_resume(path: Path, spec: BenchmarkSpec, model) -> None:
-    """run.json records the spec, the model's dtype and weights hash; a resumed run must match them all."""
+def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model) -> None:
+    """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
+    weights hash; a resumed run must match them all. Records of earlier versions (config = overrides only,
+    categories null, no dtype) are resolved the same way before comparing."""
     from lake_interp.lake.persist import model_identity
 
     identity = model_identity(model)
-    current = json.loads(json.dumps({**spec.to_dict(), "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"]}))
+    current = _resolved({**spec.to_dict(), "config": base.to_dict(), "categories": categories,
+                         "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"]})
     finished = list((path.parent / "categories").glob("*.csv"))
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
-        saved = {"dtype": "fp32", **json.loads(path.read_text())}  # runs recorded before dtype was: fp32
+        saved = _resolved({"dtype": "fp32", **json.loads(path.read_text())})  # runs recorded before dtype was: fp32
         if saved != current:
             changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+            if "config" in changed:
+                old, new = saved.get("config") or {}, current["config"]
+                changed += [f"config.{f}" for f in sorted(old.keys() | new.keys()) if old.get(f) != new.get(f)]
             raise ValueError(
                 f"{path.parent} holds a different benchmark run (differs in {changed}); "
                 f"use another --out, or delete {path.parent} to start over"
             )
-    else:
-        path.write_text(json.dumps(current, indent=1))
+    path.write_text(json.dumps(current, indent=1))
+
+
+def _resolved(record: dict) -> dict:
+    """A run.json record as JSON data with its config completed with the defaults (LakeConfig) and its
+    categories resolved (null: every category under root)."""
+    from lake_interp.data import DATASETS
+
+    record = dict(record)
+    try:
+        record["config"] = LakeConfig.from_dict(record.get("config") or {}).to_dict()
+    except (TypeError, ValueError):  # a field this version does not know: a different run
+        pass
+    if record.get("categories") is None and record.get("dataset") in DATASETS and Path(record["root"]).is_dir():
+        record["categories"] = DATASETS[record["dataset"]].categories(record["root"])
+    return json.loads(json.dumps(record))
 
 
 def _progress(total: int, enabled: bool):
@@ -165,9 +207,14 @@ def _progress(total: int, enabled: bool):
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
+    _write_csv(path, rows, list(KEYS) + list(METRICS))
+
+
+def _write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
+    """Write atomically: a temporary file, then renamed over `path`."""
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(KEYS) + list(METRICS))
+        w = csv.DictWriter(f, fieldnames=fieldnames)
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)

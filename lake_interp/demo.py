@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import json
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from lake_interp.benchmark import cache_test_set, class_name_for, evaluate_result
 from lake_interp.data import MVTecAD, make_synthetic_dataset
+from lake_interp.data.synthetic import CATEGORIES
 from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
 from lake_interp.render import overlay, panel
@@ -23,8 +26,7 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
     """Writes `<out>/data` (synthetic MVTec-AD layout), `<out>/images/*.png`, `<out>/report.md|html`."""
     out = Path(out_dir)
     root = out / "data"
-    if not root.is_dir():
-        make_synthetic_dataset(root, categories=list(categories), seed=seed)
+    synthetic_data(root, list(categories), seed)
     width = model.cfg.vision.block.d_model
     config = LakeConfig(k_neurons=k_neurons or min(100, width // 4))
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -42,6 +44,30 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
     report.write_text(_markdown(model, config, shots, seed, rows, figures, random_weights))
     report.with_suffix(".html").write_text(_html(model, config, shots, seed, rows, figures, random_weights))
     return report
+
+
+def synthetic_data(root: Path, categories: list[str], seed: int) -> None:
+    """Generate the demo's data into `root`, unless `root/demo_data.json` says it holds exactly that.
+
+    A `root` without that record is replaced only if it holds nothing but synthetic category folders
+    (a demo run of an earlier version, or one interrupted while generating)."""
+    record, wanted = root / "demo_data.json", {"categories": categories, "seed": seed}
+    try:
+        if json.loads(record.read_text()) == wanted:
+            return
+    except (OSError, ValueError):  # no record, or an unreadable one: generate
+        pass
+    if root.exists():
+        foreign = ([root.name] if not root.is_dir() else
+                   sorted(p.name for p in root.iterdir() if p != record and not (p.is_dir() and p.name in CATEGORIES)))
+        if foreign:
+            raise ValueError(f"{root} holds files the demo did not write ({foreign[:5]}); use another --out")
+    partial = root.with_name(root.name + ".partial")  # the old data stays until the new data is complete
+    shutil.rmtree(partial, ignore_errors=True)
+    make_synthetic_dataset(partial, categories=categories, seed=seed)
+    (partial / record.name).write_text(json.dumps(wanted))
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
 
 
 def _examples(test, result, folder: Path, category: str) -> list[tuple[str, str]]:

@@ -8,7 +8,9 @@ Writes, per figure, `<name>.png|svg|pdf` (static, no browser needed), `<name>.ht
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -17,13 +19,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lake_interp.benchmark import BenchmarkSpec, class_name_for, run_benchmark
-from lake_interp.data import load_dataset, make_synthetic_dataset
+from lake_interp.benchmark import BenchmarkSpec, check_test_set, class_name_for, run_benchmark
+from lake_interp.data import DATASETS, load_dataset, make_synthetic_dataset
+from lake_interp.data.synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
 from lake_interp.export import save_figure
 from lake_interp.interp import (
     ablate, neuron_words, sweep, sweep_figure, top_activating_patches, top_patches_figure, words_figure,
 )
-from lake_interp.lake import Lake, LakeConfig
+from lake_interp.lake import Lake, LakeConfig, method_config
 from lake_interp.lake.inputs import resize_map
 from lake_interp.lake.neurons import NeuronSet
 from lake_interp.render import overlay
@@ -49,7 +52,12 @@ class StudyConfig:
 
     @classmethod
     def from_json(cls, path) -> "StudyConfig":
-        d = json.loads(Path(path).read_text())
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object of study fields, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise ValueError(f"{path}: unknown study fields {sorted(set(d) - known)}; known: {sorted(known)}")
@@ -63,10 +71,13 @@ def _caption_suffix(cfg: StudyConfig, model) -> str:
 
 
 def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figures") -> list[dict]:
-    """Make every figure; returns [{name, caption, files}] (also written to README.md)."""
+    """Make every figure; returns [{name, caption, files}] (also written to README.md).
+
+    The whole config is checked before anything is written; an `out_dir` holding another study
+    (a different study_config.json) is refused."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    check_study(model, cfg)
+    _claim_folder(out, cfg)
     dataset, root = cfg.dataset, cfg.root
     if dataset == "synthetic":
         root = root or str(out / "data")
@@ -144,6 +155,75 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
     return made
 
 
+def check_study(model, cfg: StudyConfig) -> None:
+    """Every field of `cfg` that can be checked without doing the work; errors name the field."""
+
+    def fail(name: str, problem: str):
+        raise ValueError(f"study config field {name!r}: {problem}")
+
+    if cfg.dataset != "synthetic" and cfg.dataset not in DATASETS:
+        fail("dataset", f"unknown dataset {cfg.dataset!r}; expected synthetic or one of {sorted(DATASETS)}")
+    if cfg.dataset != "synthetic" and not cfg.root:
+        fail("root", f"dataset {cfg.dataset!r} needs root, the folder holding its categories (only 'synthetic' "
+                     "generates its data)")
+    for name in ("categories", "shots", "seeds", "k_values", "text_weights"):
+        if not isinstance(getattr(cfg, name), list) or not getattr(cfg, name):
+            fail(name, f"expected a non-empty list, got {getattr(cfg, name)!r}")
+    for name in ("lake", "synthetic"):
+        if not isinstance(getattr(cfg, name), dict):
+            fail(name, f"expected a JSON object of fields, got {getattr(cfg, name)!r}")
+    for name in ("shots", "seeds", "k_values", "n_top_neurons", "n_examples"):
+        values = getattr(cfg, name)
+        for v in values if isinstance(values, list) else [values]:
+            if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and name != "seeds"):
+                fail(name, f"expected {'integers' if name == 'seeds' else 'positive integers'}, got {v!r}")
+    with warnings.catch_warnings():  # the runs themselves warn where it matters
+        warnings.simplefilter("ignore")
+        for name, param, values in (("lake", None, [None]), ("k_values", "k_neurons", cfg.k_values),
+                                    ("text_weights", "text_weight", cfg.text_weights)):
+            for v in values:
+                try:
+                    base = LakeConfig.from_dict(cfg.lake if param is None else {**cfg.lake, param: v})
+                    for method in BenchmarkSpec.__dataclass_fields__["methods"].default:
+                        Lake(model, method_config(method, base))  # K wider than a layer, ...
+                except (TypeError, ValueError) as e:
+                    fail(name, f"{v!r}: {e}" if param else str(e))
+    if cfg.dataset == "synthetic" and (cfg.root is None or not Path(cfg.root).is_dir()):  # generated here
+        params = inspect.signature(make_synthetic_dataset).parameters
+        unknown = sorted(set(cfg.synthetic) - (set(params) - {"out_dir", "categories"}))
+        if unknown:
+            fail("synthetic", f"unknown make_synthetic_dataset arguments {unknown}")
+        unknown = [c for c in cfg.categories if c not in SYNTHETIC_CATEGORIES]
+        if unknown:
+            fail("categories", f"unknown synthetic categories {unknown}; expected some of {list(SYNTHETIC_CATEGORIES)}")
+        n_train = cfg.synthetic.get("n_train", params["n_train"].default)
+        if max(cfg.shots) > n_train:
+            fail("shots", f"{max(cfg.shots)} shots need as many normal training images; the synthetic data "
+                          f"has n_train={n_train}")
+        return
+    dataset = "mvtec" if cfg.dataset == "synthetic" else cfg.dataset  # synthetic data already generated: read it
+    for category in cfg.categories:  # missing categories, one-class test sets, too few normal images
+        check_test_set(load_dataset(dataset, cfg.root, category, "test"))
+        load_dataset(dataset, cfg.root, category, "train").few_shot_indices(max(cfg.shots), cfg.seeds[0])
+
+
+def _claim_folder(out: Path, cfg: StudyConfig) -> None:
+    """Write study_config.json, unless `out` already holds another study's."""
+    record, new = out / "study_config.json", json.loads(json.dumps(asdict(cfg)))
+    if record.is_file():
+        try:
+            old = json.loads(record.read_text())
+        except ValueError:
+            old = None
+        if old != new:
+            old = old if isinstance(old, dict) else {}
+            changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ValueError(f"{out} holds the figures of a different study (its study_config.json differs in "
+                             f"{changed}); use another --out, or delete {out} to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(new, indent=1))
+
+
 def _jsonable(x):
     return x.tolist() if hasattr(x, "tolist") else str(x)
 
@@ -187,8 +267,10 @@ def _two_metric_sweep(result) -> go.Figure:
 def _depth_figure(model, base: LakeConfig, support, category: str):
     n_layers = model.cfg.vision.n_layers
     sites = ("hook_resid_post", "mlp.hook_post")
-    probe = Lake(model, base.replace(sites=sites, layers=tuple(range(n_layers)), k_neurons=1, text_weight=0.0,
-                                     criterion=base.criterion if base.criterion != "all" else "variance"))
+    with warnings.catch_warnings():  # k_neurons=1 only builds the probe; its scores rank every neuron
+        warnings.filterwarnings("ignore", message="k_neurons=1 with cosine distance")
+        probe = Lake(model, base.replace(sites=sites, layers=tuple(range(n_layers)), k_neurons=1, text_weight=0.0,
+                                         criterion=base.criterion if base.criterion != "all" else "variance"))
     probe.fit(support)
     scores = probe.neurons.all_scores  # hook -> [d]
     normalised = {h: s / s.median().clamp_min(1e-12) for h, s in scores.items()}
@@ -223,11 +305,8 @@ def _ablation_maps(lake, support, test, n_examples: int):
     anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
     samples = [test[i] for i in anomalous]
     clean = lake.score(samples)
-    keep = lake.neurons
-    with ablate(lake.model, keep):
-        lake.fit(support, neurons=keep)
-        ablated = lake.score(samples)
-    lake.fit(support, neurons=keep)
+    with ablate(lake.model, lake.neurons):
+        ablated = lake.with_bank_from(support).score(samples)
     vmax = float(max(clean.maps.max(), ablated.maps.max()))
     vmin = float(min(clean.maps.min(), ablated.maps.min()))
     titles = []

@@ -100,10 +100,19 @@ class AnomalyDataset:
         return [d.name for d in subdirs(root) if any((d / m).is_dir() for m in cls.category_markers)]
 
     @classmethod
+    def check_category(cls, root: str | Path, category: str) -> str:
+        """`category` if it is a folder name (a non-empty string), else a DatasetError listing those found."""
+        if not isinstance(category, str) or not category:
+            found = cls.categories(root) if Path(root).is_dir() else f"none ({root} is not a folder)"
+            raise DatasetError(f"{cls.__name__} needs a category, the name of a folder under the dataset root, "
+                               f"got {category!r}; categories found in {root}: {found}")
+        return category
+
+    @classmethod
     def category_dir(cls, root: str | Path, category: str) -> Path:
         """`root/category`, or a DatasetError listing the categories that do exist."""
         root = Path(root)
-        cat_dir = root / category
+        cat_dir = root / cls.check_category(root, category)
         if not cat_dir.is_dir():
             known = cls.categories(root)
             raise DatasetError(

@@ -10,7 +10,8 @@ Convention of `FolderDataset.from_layout` (and of `load_dataset("folder", root, 
     <root>/<category>/<split>/mask/      their masks by stem, optional  (BMAD: anomaly/label/, Ungood/label/)
 
 with category=None meaning <root>/<split>/... directly; split is any folder name ("train", "test",
-"valid", ...).
+"valid", ...). Any other sub-folder of a split (e.g. MVTec's defect folders "hole/", "scratch/") is an
+unknown layout, never silently skipped.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from lake_interp.data.base import AnomalyDataset
-from lake_interp.data.io import list_images, require_dir
+from lake_interp.data.io import layout_error, list_images, require_dir, subdirs
 from lake_interp.data.mvtec import masks_by_stem
 from lake_interp.data.sample import NORMAL, DatasetError, Entry
 
 PathLike = str | Path
+#: Sub-folders a split of the layout may hold, and how the error describes them.
+LAYOUT_FOLDERS = ("good", "anomaly", "mask", "Ungood")
+LAYOUT = "good/ and/or anomaly/ (+ optional mask/), or BMAD's good/img, Ungood/img, Ungood/label"
 
 
 class FolderDataset(AnomalyDataset):
@@ -63,6 +67,8 @@ class FolderDataset(AnomalyDataset):
         """Load `<root>/<category>/<split>/{good,anomaly,mask}` (see the module docstring)."""
         base = cls.category_dir(root, category) if category else require_dir(Path(root), "split folders")
         split_dir = require_dir(base / split, "good/ (normal images), optionally anomaly/ and mask/")
+        if any(d.name not in LAYOUT_FOLDERS for d in subdirs(split_dir)):
+            raise layout_error(split_dir, f"only {LAYOUT}", "folder ")
 
         def first(*names: str) -> Path | None:
             return next((split_dir / n for n in names if (split_dir / n).is_dir()), None)
@@ -71,6 +77,5 @@ class FolderDataset(AnomalyDataset):
         anomalous = first("anomaly/img", "anomaly", "Ungood/img", "Ungood")
         masks = first("mask", "anomaly/label", "Ungood/label")
         if normal is None and anomalous is None:
-            raise DatasetError(f"unknown folder layout in {split_dir}: expected good/ and/or anomaly/ "
-                               "(+ optional mask/), or BMAD's good/img, Ungood/img, Ungood/label")
+            raise layout_error(split_dir, LAYOUT, "folder ")
         return cls(normal, anomalous, masks if anomalous else None, category=category or base.name, split=split)

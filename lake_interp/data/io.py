@@ -40,6 +40,12 @@ def subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def layout_error(folder: Path, expected: str, kind: str = "") -> DatasetError:
+    """The "unknown layout" error of `folder`: what a loader `expected` there and the folders it found."""
+    found = [d.name for d in subdirs(folder)] if Path(folder).is_dir() else []
+    return DatasetError(f"unknown {kind}layout in {folder}: expected {expected}, found folders {found}")
+
+
 class MaskIndex:
     """Masks of one folder, looked up by the stem of their image: "<stem>_mask.<ext>" or "<stem>.<ext>".
 

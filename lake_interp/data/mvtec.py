@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lake_interp.data.base import AnomalyDataset, check_split
-from lake_interp.data.io import DatasetError, MaskIndex, list_images, require_dir, subdirs
+from lake_interp.data.io import MaskIndex, layout_error, list_images, require_dir, subdirs
 from lake_interp.data.sample import NORMAL, Entry
 
 #: Given the ground-truth folder of one defect type, returns `find(image, required) -> mask paths`.
@@ -44,8 +44,7 @@ def scan_mvtec_split(
     folders = [d.name for d in subdirs(split_dir)]
     if normal_dir not in folders or (split != "test" and folders != [normal_dir]):
         expected = f"'{normal_dir}' and one folder per defect type" if split == "test" else f"only '{normal_dir}'"
-        raise DatasetError(f"unknown layout in {split_dir}: expected {expected} (normal images in "
-                           f"'{normal_dir}'), found folders {folders}")
+        raise layout_error(split_dir, f"{expected} (normal images in '{normal_dir}')")
     entries = []
     for d in subdirs(split_dir):
         if d.name == normal_dir:

@@ -70,7 +70,7 @@ class VisA(AnomalyDataset):
     def __init__(self, root: str | Path, category: str, split: str = "test", *,
                  split_csv: str | Path | None = None, require_masks: bool = True):
         root = require_dir(Path(root), "VisA category folders")
-        if not (root / category).is_dir() and (root / "1cls" / category).is_dir():
+        if not (root / self.check_category(root, category)).is_dir() and (root / "1cls" / category).is_dir():
             root = root / "1cls"
         self.root = root
         cat_dir = self.category_dir(root, category)
