@@ -63,6 +63,10 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     base = LakeConfig.from_dict(spec.config)
     for m in spec.methods:  # unknown methods, K wider than a layer...: fail before any work or record
         Lake(model, method_config(m, base))
+    for name in ("shots", "seeds", "methods"):
+        values = list(getattr(spec, name))
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} (--{name}) lists a value twice: {values}")
     r = spec.resolution
     if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1):
         raise ValueError(f"resolution (--resolution) must be a positive integer (pixels), got {r!r}")
@@ -243,7 +247,7 @@ def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
         f"# Benchmark: {spec.dataset} ({spec.root})",
         "",
         f"Model `{spec.model}` (pretrained `{spec.pretrained}`), shots {list(spec.shots)}, seeds {list(spec.seeds)}.",
-        "Values in percent; ± is the standard deviation over seeds of the category mean.",
+        "Values in percent; ± is the standard deviation (population, ddof=0) over seeds of the category mean.",
         "",
     ]
     from lake_interp.model.loading import NONE_TAGS

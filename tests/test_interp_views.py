@@ -215,3 +215,16 @@ def test_bad_inputs_raise(tiny_model, test_set):
         neuron_stats(tiny_model, [s for s in test_set if s.label == 0], [(HOOK, 1)])
     with pytest.raises(ValueError, match="batch_size"):
         top_activating_patches(tiny_model, test_set, [(HOOK, 1)], batch_size=0)
+
+
+def test_channels_must_be_integers_and_a_lake_must_share_the_model(tiny_model, planted_model, test_set):
+    from lake_interp.interp.targets import check_neurons
+
+    hook = "visual.blocks.1.hook_resid_post"
+    assert check_neurons(tiny_model, [(hook, 3.0), (hook, np.int64(5))])[hook].tolist() == [3, 5]
+    for bad in (3.7, True):
+        with pytest.raises(ValueError, match=f"channel {bad!r} of {hook} is not an integer"):
+            check_neurons(tiny_model, [(hook, bad)])
+    other = Lake(planted_model, LakeConfig(k_neurons=2), class_name="disc").fit(test_set[:1])
+    with pytest.raises(ValueError, match="fitted on another model"):
+        neuron_heatmap(tiny_model, test_set[0], [(hook, 3)], lake=other)

@@ -152,6 +152,10 @@ def test_image_metrics_keys_and_types():
     assert set(out) == {"auroc", "ap", "f1_max"}
     assert all(type(v) is float for v in out.values())
     assert out == {"auroc": 1.0, "ap": 1.0, "f1_max": 1.0}
+    assert image_metrics([0.1, 0.9], np.array([False, True])) == image_metrics([0.1, 0.9], [0.0, 1.0]) == out
+    for bad in ([0, 2, 2, 0], [-1, 1, 1, -1], [0, 0.5, 1, 1]):
+        with pytest.raises(ValueError, match="labels must be 0 .normal. or 1 .anomalous."):
+            image_metrics([0.1, 0.9, 0.3, 0.8], bad)
 
 
 def test_tie_groups_survive_chunk_boundaries():

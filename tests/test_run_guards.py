@@ -73,6 +73,13 @@ def test_benchmark_refuses_a_bad_resolution(root, tmp_path, tiny_model, resoluti
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("field, values", [("seeds", [0, 0]), ("shots", [1, 1]), ("methods", ["lake", "lake"])])
+def test_benchmark_refuses_a_value_listed_twice(root, tmp_path, tiny_model, field, values):
+    with pytest.raises(ValueError, match=rf"{field} \(--{field}\) lists a value twice"):
+        run_benchmark(tiny_model, spec(root, **{field: values}), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_resolution_zero_fails_cleanly(root, tmp_path, capsys):
     args = ["benchmark", "--dataset", "mvtec", "--root", str(root), "--shots", "1", "--seeds", "0", "--methods",
             "lake", "--k-neurons", "4", "--resolution", "0", "--no-progress", "--out", str(tmp_path / "b"), *TINY]

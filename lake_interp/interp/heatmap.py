@@ -29,6 +29,8 @@ class Heatmaps:
 def neuron_heatmap(model, image: Any, neurons: Neurons, lake=None) -> Heatmaps:
     """Heatmaps of `neurons` (NeuronSet or (hook, channel) pairs) on one image (PIL image, path,
     Sample or [3, S, S] tensor). With a fitted `lake` (built on this model), its anomaly map too."""
+    if lake is not None and lake.model is not model:
+        raise ValueError("neuron_heatmap: the lake was fitted on another model than the one given; pass lake.model")
     grouped, pairs = neuron_list(model, neurons)
     chunk = next(stream_activations(model, image, grouped, batch_size=2), None)
     if chunk is None or chunk.acts.shape[0] != 1:

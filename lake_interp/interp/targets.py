@@ -12,8 +12,13 @@ Neurons = Union[NeuronSet, Iterable[tuple[str, int]]]
 
 
 def as_pairs(neurons: Neurons) -> list[tuple[str, int]]:
-    """Every (hook name, channel) pair, in order."""
-    return [(str(h), int(i)) for h, i in neurons]
+    """Every (hook name, channel) pair, in order; a channel must be an integer (3.0 is, 3.7 is not)."""
+    pairs = []
+    for h, i in neurons:
+        if isinstance(i, bool) or int(i) != i:
+            raise ValueError(f"channel {i!r} of {h} is not an integer index")
+        pairs.append((str(h), int(i)))
+    return pairs
 
 
 def group_by_hook(neurons: Neurons) -> dict[str, torch.Tensor]:

@@ -67,9 +67,13 @@ def _check_finite(x: np.ndarray, what: str) -> None:
 
 
 def prepare_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """1-D scores (dtype kept) and 1-D bool labels of the same length."""
+    """1-D scores (dtype kept) and 1-D bool labels (0/1 or bool, anything else refused) of the same length."""
     s = as_numpy(scores).reshape(-1)
-    y = _as_bool(as_numpy(labels)).reshape(-1)
+    raw = as_numpy(labels).reshape(-1)
+    if raw.dtype != np.bool_ and not np.isin(raw, (0, 1)).all():
+        bad = np.unique(raw[~np.isin(raw, (0, 1))])[:5].tolist()
+        raise ValueError(f"labels must be 0 (normal) or 1 (anomalous), or bool; got {bad}")
+    y = raw.astype(bool)
     if s.shape != y.shape:
         raise ValueError(f"scores and labels differ in size: {s.shape} vs {y.shape}")
     _check_finite(s, "scores")
