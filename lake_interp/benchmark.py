@@ -45,8 +45,8 @@ class BenchmarkSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(root=str(Path(self.root).resolve()), shots=list(self.shots), seeds=list(self.seeds),
-                 methods=list(self.methods))
+        d.update(root=str(Path(self.root).resolve()), shots=[int(v) for v in self.shots], seeds=[int(v) for v in self.seeds],
+                 methods=list(self.methods), resolution=None if self.resolution is None else int(self.resolution))
         return d
 
 
@@ -169,16 +169,19 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
     """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
     weights hash; a resumed run must match them all. Records of earlier versions (config = overrides only,
     categories null, no dtype) are resolved the same way before comparing."""
-    from lake_interp.lake.persist import model_identity
+    from lake_interp.lake.persist import model_identity, weights_sha256
 
     identity = model_identity(model)
     current = _resolved({**spec.to_dict(), "config": base.to_dict(), "categories": categories,
                          "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"]})
     finished = list((path.parent / "categories").glob("*.csv"))
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
-        saved = _resolved({"dtype": "fp32", **json.loads(path.read_text())})  # runs recorded before dtype was: fp32
-        if saved != current:
-            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+        saved, compared = _resolved(json.loads(path.read_text())), current
+        if "dtype" not in saved:  # recorded before the dtype was: its hash is of the weights as stored
+            saved["dtype"] = current["dtype"]
+            compared = {**current, "weights_sha256": weights_sha256(model, None)}
+        if saved != compared:
+            changed = sorted(k for k in saved.keys() | compared.keys() if saved.get(k) != compared.get(k))
             if "config" in changed:
                 old, new = saved.get("config") or {}, current["config"]
                 changed += [f"config.{f}" for f in sorted(old.keys() | new.keys()) if old.get(f) != new.get(f)]

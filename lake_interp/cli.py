@@ -122,10 +122,11 @@ def cmd_fit(args) -> int:
     from lake_interp.lake.persist import check_new_detector_folder
 
     check_new_detector_folder(args.out)
+    config = LakeConfig.from_dict(config_dict(args))  # every input checked before the model loads
     normal = FolderDataset(normal_dir=args.normal)
     support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
     model = load_model(args.model, args.pretrained, args.device, args.precision)
-    lake = Lake(model, LakeConfig.from_dict(config_dict(args)), class_name=args.class_name).fit(support)
+    lake = Lake(model, config, class_name=args.class_name).fit(support)
     lake.save(args.out)
     print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")
     return 0
@@ -138,6 +139,8 @@ def cmd_score(args) -> int:
     from lake_interp.scoring import check_new_score_folder, score_files
 
     saved = read_meta(args.detector)["model"]  # every input checked before the model loads
+    if not (Path(args.detector) / "tensors.safetensors").is_file():
+        return _fail(f"{Path(args.detector) / 'tensors.safetensors'} not found: --detector must be a folder written by `lake-interp fit`")
     check_new_score_folder(args.out)
     paths = list_images(require_dir(Path(args.images), "images to score"))
     if not paths:

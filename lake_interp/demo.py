@@ -12,7 +12,6 @@ import numpy as np
 
 from lake_interp.benchmark import cache_test_set, class_name_for, evaluate_result
 from lake_interp.data import MVTecAD, make_synthetic_dataset
-from lake_interp.data.synthetic import CATEGORIES
 from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
 from lake_interp.render import overlay, panel
@@ -49,19 +48,17 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
 def synthetic_data(root: Path, categories: list[str], seed: int) -> None:
     """Generate the demo's data into `root`, unless `root/demo_data.json` says it holds exactly that.
 
-    A `root` without that record is replaced only if it holds nothing but synthetic category folders
-    (a demo run of an earlier version, or one interrupted while generating)."""
+    Only a `root` the demo wrote (it holds `demo_data.json`) is ever replaced; any other existing
+    `root` (user data, or a demo run of an earlier version) is refused, never deleted."""
     record, wanted = root / "demo_data.json", {"categories": categories, "seed": seed}
-    try:
-        if json.loads(record.read_text()) == wanted:
-            return
-    except (OSError, ValueError):  # no record, or an unreadable one: generate
-        pass
     if root.exists():
-        foreign = ([root.name] if not root.is_dir() else
-                   sorted(p.name for p in root.iterdir() if p != record and not (p.is_dir() and p.name in CATEGORIES)))
-        if foreign:
-            raise ValueError(f"{root} holds files the demo did not write ({foreign[:5]}); use another --out")
+        try:
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{root} exists and was not written by this demo (no readable {record.name}): "
+                             f"use another --out, or delete {root} yourself") from e
+        if saved == wanted:
+            return
     partial = root.with_name(root.name + ".partial")  # the old data stays until the new data is complete
     shutil.rmtree(partial, ignore_errors=True)
     make_synthetic_dataset(partial, categories=categories, seed=seed)

@@ -23,11 +23,19 @@ def check_new_score_folder(out_dir) -> None:
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
-    """File stem per image, with its extension added where two images share a stem (a.png, a.jpg)."""
+    """A distinct name per image: its file stem; where stems repeat (a.png, a.jpg) stem_extension,
+    and where even that repeats, a counter on top."""
     stems = Counter(p.stem for p in paths)
-    names = [p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in paths]
-    seen = Counter(names)
-    return [n if seen[n] == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+    wanted = [p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in paths]
+    taken, names = set(), []
+    for i, name in enumerate(wanted):
+        unique, n = name, 0
+        while unique in taken or (unique != name and unique in wanted):
+            n += 1
+            unique = f"{name}_{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names
 
 
 def score_files(lake, paths: Sequence[Path], out_dir, batch_size: int = 16) -> list[dict]:

@@ -167,16 +167,19 @@ def check_study(model, cfg: StudyConfig) -> None:
         fail("root", f"dataset {cfg.dataset!r} needs root, the folder holding its categories (only 'synthetic' "
                      "generates its data)")
     for name in ("categories", "shots", "seeds", "k_values", "text_weights"):
-        if not isinstance(getattr(cfg, name), list) or not getattr(cfg, name):
-            fail(name, f"expected a non-empty list, got {getattr(cfg, name)!r}")
+        values = getattr(cfg, name)
+        if not isinstance(values, (list, tuple)) or not values:
+            fail(name, f"expected a non-empty list, got {values!r}")
+        if len(set(values)) != len(values):
+            fail(name, f"lists a value twice: {list(values)}")
     for name in ("lake", "synthetic"):
         if not isinstance(getattr(cfg, name), dict):
             fail(name, f"expected a JSON object of fields, got {getattr(cfg, name)!r}")
     for name in ("shots", "seeds", "k_values", "n_top_neurons", "n_examples"):
         values = getattr(cfg, name)
-        for v in values if isinstance(values, list) else [values]:
-            if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and name != "seeds"):
-                fail(name, f"expected {'integers' if name == 'seeds' else 'positive integers'}, got {v!r}")
+        for v in values if isinstance(values, (list, tuple)) else [values]:
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seeds" else 1):
+                fail(name, f"expected {'integers >= 0' if name == 'seeds' else 'positive integers'}, got {v!r}")
     with warnings.catch_warnings():  # the runs themselves warn where it matters
         warnings.simplefilter("ignore")
         for name, param, values in (("lake", None, [None]), ("k_values", "k_neurons", cfg.k_values),

@@ -208,3 +208,15 @@ def test_a_failed_benchmark_start_does_not_block_the_corrected_run(root, tmp_pat
     monkeypatch.chdir(root.parent)
     relative = BenchmarkSpec(**{**fixed.__dict__, "root": root.name + "/"})
     assert len(run_benchmark(tiny_model, relative, out, progress=False)) == 1
+
+
+def test_output_names_are_distinct_and_stems_where_possible():
+    from pathlib import Path
+
+    from lake_interp.scoring import output_names
+
+    assert output_names([Path("x/good.png"), Path("x/wide.jpg")]) == ["good", "wide"]
+    for names in (["a.png", "a.jpg", "a_png.bmp", "a_png_0.gif"], ["x/a.png", "y/a.png", "a_png_1.png"],
+                  ["a.png", "a_png_1.png", "a.jpg"]):
+        got = output_names([Path(n) for n in names])
+        assert len(set(got)) == len(got), (names, got)

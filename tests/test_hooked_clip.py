@@ -495,6 +495,10 @@ def test_unknown_hook_names_and_wrong_image_sizes_are_named(tiny_model):
     with pytest.raises(ValueError, match="unknown hook name"):
         tiny_model.run_with_cache(images, names_filter="visual.hook_embedd")
     assert not tiny_model.hook_dict["visual.blocks.1.hook_resid_post"].fwd_hooks  # nothing left behind
+    seen = []
+    tiny_model.run_with_hooks(images, fwd_hooks=((n, lambda a, hook: seen.append(hook.name)) for n in
+                                                 ["visual.blocks.0.hook_resid_post"]))  # a generator works too
+    assert seen == ["visual.blocks.0.hook_resid_post"]
     _, cache = tiny_model.run_with_cache(images, names_filter=lambda n: n.endswith("hook_resid_post"))
     assert len(cache) == tiny_model.cfg.vision.n_layers  # a filter function is not a list of names
     size = tiny_model.image_size

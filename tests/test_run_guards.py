@@ -151,7 +151,8 @@ def test_figures_validate_before_writing_and_refuse_another_study(root, tmp_path
     for bad, field in ((study(k_values=[4, 500]), "k_values"), (study(text_weights=[0.5, 1.5]), "text_weights"),
                        (study(dataset="mvtec_loco"), "root"), (study(dataset="imagenet"), "dataset"),
                        (study(categories=["nosuch"]), "categories"), (study(lake={"k_neuron": 4}), "lake"),
-                       (study(shots=[1, 3]), "shots")):
+                       (study(shots=[1, 3]), "shots"), (study(shots=[1, 1]), "shots"),
+                       (study(seeds=[-1]), "seeds")):
         with pytest.raises(ValueError) as e:
             st.run_study(tiny_model, bad, out)
         assert (out / "study_config.json").read_text() == earlier, field
@@ -198,13 +199,13 @@ def test_demo_regenerates_its_data_when_the_request_changes(tmp_path, capsys):
     assert main([*run, "--categories", "disc", "--seed", "1"]) == 0
     assert (out / "data" / "disc" / "train" / "good" / "000.png").read_bytes() != first
     assert not (out / "data" / "bolt").exists()
-    # data of an earlier version (no record) is regenerated; a folder the demo did not write is kept
+    # a data folder the demo did not write (no record) is never deleted, even one named like its
+    # categories (MVTec AD has a real "grid"): refused, kept as it was
     (out / "data" / "demo_data.json").unlink()
-    shutil.rmtree(out / "data" / "disc")
-    assert main([*run, "--categories", "disc"]) == 0
-    assert (out / "data" / "disc" / "train" / "good" / "000.png").read_bytes() == first
-    (out / "data" / "demo_data.json").unlink()
-    (out / "data" / "notes.txt").write_text("mine")
+    (out / "data" / "grid" / "train" / "good").mkdir(parents=True)
+    (out / "data" / "grid" / "train" / "good" / "mine.png").write_bytes(b"user data")
     assert main([*run, "--categories", "disc"]) == 2
-    assert "notes.txt" in capsys.readouterr().err and (out / "data" / "notes.txt").read_text() == "mine"
+    assert "not written by this demo" in capsys.readouterr().err
+    assert (out / "data" / "grid" / "train" / "good" / "mine.png").read_bytes() == b"user data"
+    assert (out / "data" / "disc" / "train" / "good" / "000.png").exists()
 

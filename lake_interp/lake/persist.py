@@ -19,17 +19,22 @@ FORMAT = "lake_interp.lake/1"
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def model_identity(model, dtype: Optional[torch.dtype] = None) -> dict:
-    """What must match for a saved detector to be valid: architecture and a hash of the weights,
-    rounded to `dtype` (default: the model's own), so that one checkpoint gives the same hash in
-    fp32 and, rounded to fp16, in an fp16 copy of it."""
-    dtype = dtype or model.dtype
+def weights_sha256(model, round_to: Optional[torch.dtype]) -> str:
+    """sha256 of every weight (any change is another model) as float32, each first rounded to
+    `round_to`, so that one checkpoint gives the same hash in fp32 and, rounded to fp16, in an fp16
+    copy of it. None: the weights as stored (the hash of records written before the dtype was)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):  # every weight: any change is another model
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach() if round_to is None else tensor.detach().to(round_to)
         h.update(name.encode())
-        h.update(tensor.detach().to(dtype).float().cpu().contiguous().numpy().tobytes())
+        h.update(t.float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_identity(model) -> dict:
+    """What must match for a saved detector to be valid: architecture, dtype and the weights hash."""
     return {"name": model.cfg.name, "pretrained": model.pretrained, "config": model.cfg.to_dict(),
-            "dtype": DTYPE_NAMES[dtype], "weights_sha256": h.hexdigest()}
+            "dtype": DTYPE_NAMES[model.dtype], "weights_sha256": weights_sha256(model, model.dtype)}
 
 
 def versions() -> dict:
@@ -54,6 +59,10 @@ def read_meta(path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{meta_path}: format {found!r}, expected {FORMAT!r}")
+    missing = [k for k in ("class_name", "config", "model", "neurons") if k not in meta]
+    missing += [f"model.{k}" for k in ("name", "pretrained", "config", "weights_sha256") if k not in meta.get("model", {})]
+    if missing:
+        raise ValueError(f"{meta_path} lacks {missing}: the detector folder is damaged; refit")
     return meta
 
 
@@ -96,13 +105,17 @@ def load_lake(path, model):
     meta, tensor_path = read_meta(path), path / "tensors.safetensors"
     if not tensor_path.is_file():
         raise FileNotFoundError(f"{tensor_path} not found: expected a folder written by Lake.save")
-    saved = meta["model"]
-    fitted_dtype = {v: k for k, v in DTYPE_NAMES.items()}.get(saved.get("dtype"), model.dtype)  # older files: no dtype
-    current = model_identity(model, fitted_dtype)
-    if saved["config"] != current["config"] or saved["weights_sha256"] != current["weights_sha256"]:
+    saved, current = meta["model"], model_identity(model)
+    if "dtype" in saved:  # the current weights rounded as the fitted model's were
+        fitted_dtype = {v: k for k, v in DTYPE_NAMES.items()}[saved["dtype"]]
+        current_hash = weights_sha256(model, fitted_dtype)
+    else:  # written before the dtype was recorded: hashed as stored
+        fitted_dtype, current_hash = model.dtype, weights_sha256(model, None)
+    if saved["config"] != current["config"] or saved["weights_sha256"] != current_hash:
         what = "architecture" if saved["config"] != current["config"] else "weights"
-        if what == "weights" and fitted_dtype != model.dtype:
-            what += (f" (it was fitted in {saved['dtype']} and the model runs in {DTYPE_NAMES[model.dtype]}: load the model "
+        if what == "weights" and fitted_dtype != model.dtype and model.dtype != torch.float32:
+            # rounded to a lower precision the check cannot see the fitted weights: loading in theirs can
+            what += (f" (it was fitted in {saved['dtype']} and the model runs in {current['dtype']}: load the model "
                      f"in {saved['dtype']}, e.g. --precision {saved['dtype']})")
         raise ValueError(
             f"{path} was fitted with model {saved['name']!r} (pretrained={saved['pretrained']!r}); the model "

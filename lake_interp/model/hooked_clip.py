@@ -191,8 +191,9 @@ class HookedCLIP(HookedRootModule):
 
     def hooks(self, fwd_hooks=(), bwd_hooks=(), *args, **kwargs):
         """TransformerLens `hooks` (also behind run_with_hooks), refusing unknown hook names."""
+        fwd_hooks, bwd_hooks = list(fwd_hooks), list(bwd_hooks)  # read once: a generator is consumed
         self.check_hook_names([name for name, _ in [*fwd_hooks, *bwd_hooks]])
-        return super().hooks(list(fwd_hooks), list(bwd_hooks), *args, **kwargs)
+        return super().hooks(fwd_hooks, bwd_hooks, *args, **kwargs)
 
     def get_caching_hooks(self, names_filter=None, *args, **kwargs):
         """TransformerLens `get_caching_hooks` (behind run_with_cache), refusing unknown names in a
