@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,20 +37,10 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-weight", type=float, help="weight of the semantic branch (LakeConfig.text_weight)")
 
 
-def read_json(path: Path, argument: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{argument} {path}: no such file")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{argument} {path} is not valid JSON: {e}") from e
-    if not isinstance(d, dict):
-        raise ValueError(f"{argument} {path}: expected a JSON object of fields, got {type(d).__name__}")
-    return d
-
-
 def config_dict(args: argparse.Namespace) -> dict:
-    d = read_json(Path(args.config), "--config") if args.config else {}
+    from lake_interp.data.io import read_json_object
+
+    d = read_json_object(args.config, "--config ") if args.config else {}
     if args.k_neurons is not None:
         d["k_neurons"] = args.k_neurons
     if args.text_weight is not None:

@@ -605,7 +605,6 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
         t0 = time.perf_counter()
         results[name] = fn()
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    del oc
     e, s = results.get("encode_image"), results.get("lake_score")
     results["targets_met"] = {
         k: v for k, v in {

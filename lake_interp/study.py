@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from lake_interp.benchmark import BenchmarkSpec, check_test_set, class_name_for, run_benchmark
 from lake_interp.data import DATASETS, load_dataset, make_synthetic_dataset
+from lake_interp.data.io import read_json_object
 from lake_interp.data.synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
 from lake_interp.export import save_figure
 from lake_interp.interp import (
@@ -52,12 +53,7 @@ class StudyConfig:
 
     @classmethod
     def from_json(cls, path) -> "StudyConfig":
-        try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a JSON object of study fields, got {type(d).__name__}")
+        d = read_json_object(path)
         known = {f.name for f in fields(cls)}
         if set(d) - known:
             raise ValueError(f"{path}: unknown study fields {sorted(set(d) - known)}; known: {sorted(known)}")

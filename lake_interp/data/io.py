@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ def require_dir(path: Path, what: str) -> Path:
 
 def is_image(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_json_object(path, label: str = "") -> dict:
+    """A JSON file holding an object (config, record), with errors naming it (`label`: e.g. "--config ")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{label}{path} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{label}{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{label}{path}: expected a JSON object of fields, got {type(data).__name__}")
+    return data
 
 
 def list_images(folder: Path) -> list[Path]:

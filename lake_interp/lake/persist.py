@@ -12,6 +12,7 @@ import torch
 
 from safetensors.torch import load_file, save_file
 
+from lake_interp.data.io import read_json_object
 from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.neurons import NeuronSet
 
@@ -53,12 +54,11 @@ def read_meta(path) -> dict:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path} not found: expected a folder written by Lake.save (or `lake-interp fit`)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{meta_path} is not valid JSON ({e}): the detector folder is damaged; refit") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{meta_path}: format {found!r}, expected {FORMAT!r}")
+        meta = read_json_object(meta_path)
+    except ValueError as e:
+        raise ValueError(f"{e} (the detector folder is damaged; refit)") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     missing = [k for k in ("class_name", "config", "model", "neurons") if k not in meta]
     missing += [f"model.{k}" for k in ("name", "pretrained", "config", "weights_sha256") if k not in meta.get("model", {})]
     if missing:
