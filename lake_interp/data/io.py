@@ -3,9 +3,9 @@ as RGB and masks as bool arrays."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
-import json
 from pathlib import Path
 
 import numpy as np
