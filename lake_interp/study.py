@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -132,7 +133,8 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
     patches = top_activating_patches(model, test, top, n=8)
     emit("fig4_top_patches", top_patches_figure(patches), (
         f"Top-activating test patches of the {len(top)} most sensitive selected neurons ({category}); "
-        "value = activation."), patches.rows(), width=10, height=1.4 * len(top) + 1)
+        "value = activation."), [{**r, "image": Path(os.path.relpath(test.paths[r["image_index"]], root)).as_posix()} for r in patches.rows()],
+        width=10, height=1.4 * len(top) + 1)
 
     # 5. maps before / after ablating the selected neurons
     fig5, data5 = _ablation_maps(lake, support, test, cfg.n_examples)
@@ -145,7 +147,7 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
     words = neuron_words(model, top)
     emit("fig7_neuron_words", words_figure(words), (
         "Neuron to language: cosine between each top neuron's written direction (through ln_post, linearised, "
-        "and proj) and the text embeddings of defect and material words."), words.top(5), width=10)
+        "and proj) and the text embeddings of defect and material words."), words.rows(), width=10)
 
     _write_readme(out, made, command)
     return made

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 from lake_interp.cli import main
 
@@ -39,7 +40,11 @@ def test_figures_command_writes_every_file_and_number(tmp_path):
     assert {(r["value"], r["condition"]) for r in fig2} == {("4", "selected"), ("4", "random"), ("16", "selected"), ("16", "random")}
     depth = json.loads((out / "fig3_neuron_depth.json").read_text())
     assert sum(depth["counts"].values()) == depth["k"] == 8 * 4
-    assert len(rows(out / "fig4_top_patches.csv")) == 3 * 8
+    fig4 = rows(out / "fig4_top_patches.csv")
+    assert len(fig4) == 3 * 8 and all((out / "data" / r["image"]).is_file() for r in fig4)
     fig5 = rows(out / "fig5_ablation_maps.csv")
     assert len(fig5) == 2 and all(r["clean_score"] != r["ablated_score"] for r in fig5)
-    assert len(rows(out / "fig7_neuron_words.csv")) == 3
+    fig7 = rows(out / "fig7_neuron_words.csv")
+    from lake_interp.interp.words import VOCABULARY
+
+    assert len(fig7) == 3 * len(VOCABULARY) and all(-1 <= float(r["cosine"]) <= 1 for r in fig7)

@@ -38,7 +38,9 @@ def test_notebook_runs(path, root, tmp_path):
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, "one parameter cell, tagged 'parameters'"
     params[0].source = TINY[path.stem].format(root=str(root), out=str(tmp_path / "figs"))
-    timeout = 300
+    # cells take seconds here; jupyter_client sometimes leaves an execute_reply unread until the
+    # poll's timeout (seen after the explorer's widget cell), so a long timeout only costs time
+    timeout = 120
     NotebookClient(nb, timeout=timeout, kernel_name="python3", raise_on_iopub_timeout=True,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     for cell in nb.cells:  # nbclient can run past a hung cell's timeout without raising: catch it here

@@ -37,6 +37,11 @@ class NeuronWords:
     neurons: list[tuple[str, int]]
     similarity: torch.Tensor  # [n_neurons, n_words] cosine
 
+    def rows(self) -> list[dict]:
+        """One record per (neuron, word): the numbers behind `words_figure`."""
+        return [{"hook": hook, "index": i, "word": w, "cosine": float(c)}
+                for (hook, i), sims in zip(self.neurons, self.similarity) for w, c in zip(self.words, sims)]
+
     def top(self, k: int = 5) -> list[dict]:
         """Per neuron, the k words it writes most (highest cosine) and least."""
         rows = []
