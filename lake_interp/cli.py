@@ -26,7 +26,9 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: Optional[str]
 
 def add_device_args(parser: argparse.ArgumentParser, default_precision: Optional[str] = "fp32") -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--precision", default=default_precision, choices=["fp32", "fp16", "bf16"],
+    from lake_interp.model.precision import PRECISIONS
+
+    parser.add_argument("--precision", default=default_precision, choices=list(PRECISIONS),
                         help="weights and activations dtype, as open_clip's precision (default: "
                              + (default_precision or "the detector's") + ")")
 
@@ -128,8 +130,6 @@ def cmd_score(args) -> int:
     from lake_interp.scoring import check_new_score_folder, score_files
 
     saved = read_meta(args.detector)["model"]  # every input checked before the model loads
-    if not (Path(args.detector) / "tensors.safetensors").is_file():
-        return _fail(f"{Path(args.detector) / 'tensors.safetensors'} not found: --detector must be a folder written by `lake-interp fit`")
     check_new_score_folder(args.out)
     paths = list_images(require_dir(Path(args.images), "images to score"))
     if not paths:

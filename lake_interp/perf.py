@@ -46,7 +46,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from lake_interp.model.precision import PRECISION_NAMES, PRECISIONS
+
 TARGETS = {"hooked_vs_open_clip": 1.05, "hooked_cache4_vs_open_clip": 1.15, "lake_score_vs_encode": 1.25}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS_SCRIPT = REPO_ROOT / "benchmarks" / "metrics_bench.py"
@@ -232,7 +233,7 @@ def build_models(name: str, device: torch.device, dtype: torch.dtype):
     import lake_interp.model.loading  # noqa: F401  (registers lake-tiny with open_clip)
     from lake_interp.model import HookedCLIP
 
-    precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    precision = PRECISION_NAMES[dtype]
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -539,7 +540,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, help="timed pairs per measurement (default 5; 3 with --quick)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--dtype", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: physical cores)")
     p.add_argument("--top-images", type=int, help="images streamed by top_activating_patches (default 1000)")
     p.add_argument("--metrics-n", type=int, help="maps for the metrics benchmark (default 1725)")
@@ -571,7 +572,7 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("lake-interp bench: error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, dtype = torch.device(args.device), PRECISIONS[args.dtype]
     threads = args.threads or physical_cores() or os.cpu_count() or 1
     torch.set_num_threads(threads)
 

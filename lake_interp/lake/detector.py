@@ -88,14 +88,15 @@ class Lake:
         return {h: torch.cat(v) for h, v in out.items()}
 
     # ----------------------------------------------------------------- fit
-    def fit(self, support: Any, neurons: Optional[NeuronSet] = None) -> "Lake":
+    def fit(self, support: Any, neurons: Optional[NeuronSet] = None,
+            text_features: Optional[torch.Tensor] = None) -> "Lake":
         """support: k normal images (tensor batch, PIL images, paths or Samples). With `neurons`,
-        those neurons are used as they are (no selection): e.g. to rebuild the bank of a fitted
-        detector under an ablation."""
+        those neurons are used as they are (no selection), with `text_features` those (see
+        with_bank_from)."""
         if not isinstance(support, torch.Tensor) and not is_single_image(support):
             support = list(support)  # read once: a generator gives both its sources and its images
         acts = self.patch_activations(support, self.hooks) if self.uses_visual else {}
-        self.fit_activations(acts, neurons=neurons)
+        self.fit_activations(acts, text_features=text_features, neurons=neurons)
         self.support_sources = image_sources(support)
         return self
 
@@ -132,13 +133,7 @@ class Lake:
         `support` under whatever hooks are active (e.g. an ablation); this detector is left as it is."""
         if self.uses_visual and self.neurons is None:
             raise RuntimeError("with_bank_from needs a fitted lake: call lake.fit(support_images) first")
-        new = Lake(self.model, self.config, self.class_name)
-        if not isinstance(support, torch.Tensor) and not is_single_image(support):
-            support = list(support)
-        acts = new.patch_activations(support, new.hooks) if new.uses_visual else {}
-        new.fit_activations(acts, text_features=self.text_features, neurons=self.neurons)
-        new.support_sources = image_sources(support)
-        return new
+        return Lake(self.model, self.config, self.class_name).fit(support, self.neurons, self.text_features)
 
     def compute_text_features(self) -> torch.Tensor:
         cfg = self.config

@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from lake_interp.data.io import read_json_object
 from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.neurons import NeuronSet
+from lake_interp.model.precision import PRECISION_NAMES, PRECISIONS
 
 FORMAT = "lake_interp.lake/1"
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def weights_sha256(model, round_to: Optional[torch.dtype]) -> str:
@@ -35,7 +34,7 @@ def weights_sha256(model, round_to: Optional[torch.dtype]) -> str:
 def model_identity(model) -> dict:
     """What must match for a saved detector to be valid: architecture, dtype and the weights hash."""
     return {"name": model.cfg.name, "pretrained": model.pretrained, "config": model.cfg.to_dict(),
-            "dtype": DTYPE_NAMES[model.dtype], "weights_sha256": weights_sha256(model, model.dtype)}
+            "dtype": PRECISION_NAMES[model.dtype], "weights_sha256": weights_sha256(model, model.dtype)}
 
 
 def versions() -> dict:
@@ -49,10 +48,11 @@ def versions() -> dict:
 
 
 def read_meta(path) -> dict:
-    """lake.json of a detector folder, with errors naming the file."""
+    """lake.json of a detector folder, checked with the folder's tensors file; errors name the file."""
     meta_path = Path(path) / "lake.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} not found: expected a folder written by Lake.save (or `lake-interp fit`)")
+    for p in (meta_path, Path(path) / "tensors.safetensors"):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: expected a folder written by Lake.save (or `lake-interp fit`)")
     try:
         meta = read_json_object(meta_path)
     except ValueError as e:
@@ -103,11 +103,9 @@ def load_lake(path, model):
 
     path = Path(path)
     meta, tensor_path = read_meta(path), path / "tensors.safetensors"
-    if not tensor_path.is_file():
-        raise FileNotFoundError(f"{tensor_path} not found: expected a folder written by Lake.save")
     saved, current = meta["model"], model_identity(model)
     if "dtype" in saved:  # the current weights rounded as the fitted model's were
-        fitted_dtype = {v: k for k, v in DTYPE_NAMES.items()}[saved["dtype"]]
+        fitted_dtype = PRECISIONS[saved["dtype"]]
         current_hash = weights_sha256(model, fitted_dtype)
     else:  # written before the dtype was recorded: hashed as stored
         fitted_dtype, current_hash = model.dtype, weights_sha256(model, None)
@@ -122,8 +120,8 @@ def load_lake(path, model):
             f"given is {current['name']!r} (pretrained={current['pretrained']!r}) with different {what}: refit instead"
         )
     if fitted_dtype != model.dtype:
-        warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {DTYPE_NAMES[model.dtype]} compares "
-                      f"{DTYPE_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
+        warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {PRECISION_NAMES[model.dtype]} compares "
+                      f"{PRECISION_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
     lake = Lake(model, LakeConfig.from_dict(meta["config"]), meta["class_name"])
     try:
         tensors = load_file(str(tensor_path), device=str(model.device))
