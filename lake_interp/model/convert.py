@@ -39,8 +39,13 @@ def check_model_config(name: str) -> None:
             raise unsupported(name, option, hint)
 
 
+def model_label(oc: nn.Module, name: str | None) -> str:
+    """How messages name the model: its open_clip name, or its class where no name was given."""
+    return name or f"open_clip {type(oc).__name__} (no model name given: pass name=)"
+
+
 def config_from_open_clip(oc: nn.Module, name: str | None = None) -> HookedCLIPConfig:
-    name = name or type(oc).__name__
+    name = model_label(oc, name)
     if type(oc) not in (CLIP, CustomTextCLIP):
         raise unsupported(name, f"model class {type(oc).__name__}", "only CLIP and CustomTextCLIP")
     text_tower, text_pool, text_eos = _text_parts(oc, name)
@@ -52,10 +57,10 @@ def config_from_open_clip(oc: nn.Module, name: str | None = None) -> HookedCLIPC
     )
 
 
-def state_dict_from_open_clip(oc: nn.Module) -> dict[str, torch.Tensor]:
+def state_dict_from_open_clip(oc: nn.Module, name: str | None = None) -> dict[str, torch.Tensor]:
     """open_clip parameter names -> HookedCLIP parameter names (values shared, not copied)."""
     out = {f"visual.{_rename(k)}": v for k, v in oc.visual.state_dict().items()}
-    text_tower, _, _ = _text_parts(oc, type(oc).__name__)
+    text_tower, _, _ = _text_parts(oc, model_label(oc, name))
     if text_tower is not oc:
         text_items = text_tower.state_dict().items()
     else:  # CLIP keeps the text tower's modules at the top level
@@ -65,6 +70,29 @@ def state_dict_from_open_clip(oc: nn.Module) -> dict[str, torch.Tensor]:
     if getattr(oc, "logit_bias", None) is not None:
         out["logit_bias"] = oc.logit_bias.detach().reshape(())
     return out
+
+
+# Parameters whose dtype differs from open_clip's on purpose (values are the same in the forward):
+# the text tower computes in the dtype of its positional embedding (components/text.py), where
+# open_clip computes in its blocks' dtype and keeps the positional embedding fp32 under
+# precision='fp16'/'bf16'. Stored in the blocks' dtype it is cast exactly as open_clip casts it.
+# Empty this once TextTower computes in its blocks' dtype.
+COMPUTE_DTYPE_PARAMS = ("text.positional_embedding",)
+
+
+def match_dtypes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Give every parameter of `model` the dtype of its open_clip counterpart in `state_dict`, so that
+    open_clip's mixed precision (precision='fp16'/'bf16': linear, conv, attention and projection
+    weights low precision; LayerNorm, LayerScale, embeddings and logit scale fp32) is kept parameter
+    by parameter, as are pure low-precision models (`.half()`)."""
+    params = dict(model.named_parameters())
+    for key, value in state_dict.items():
+        if key in params and params[key].dtype != value.dtype:
+            params[key].data = params[key].data.to(value.dtype)
+    text = getattr(model, "text", None)
+    if "text.positional_embedding" in COMPUTE_DTYPE_PARAMS and text is not None:
+        compute = text.blocks[0].attn.in_proj_weight.dtype if len(text.blocks) else text.positional_embedding.dtype
+        text.positional_embedding.data = text.positional_embedding.data.to(compute)
 
 
 _RENAMES = [
@@ -101,6 +129,12 @@ def _block_config(transformer: nn.Module, name: str, tower: str) -> BlockConfig:
     if not transformer.batch_first:
         raise unsupported(name, f"{tower} batch_first=False")
     first = blocks[0]
+    if isinstance(first.ls_1, oct.LayerScale) and first.ls_1.gamma.dtype != first.attn.in_proj_weight.dtype:
+        raise unsupported(
+            name, f"{tower} LayerScale in {first.ls_1.gamma.dtype} with {first.attn.in_proj_weight.dtype} weights "
+            "(open_clip's precision='fp16'/'bf16' keeps LayerScale fp32, and open_clip's own forward then fails "
+            "with a dtype mismatch)", "use precision='pure_fp16' / 'pure_bf16', or fp32",
+        )
     for block in blocks:
         if type(block) is not oct.ResidualAttentionBlock:
             raise unsupported(

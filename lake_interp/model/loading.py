@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lake_interp.model.convert import check_model_config
+from lake_interp.model.tokenizer import load_tokenizer, local_spec, spec_for_name
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)  # makes `lake-tiny` an open_clip model name
@@ -18,8 +19,11 @@ NONE_TAGS = {None, "", "none", "None", "random"}
 RANDOM_INIT_SEED = 0
 
 
-def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.Module, Callable, Callable]:
-    """(open_clip model in eval mode, eval preprocess, tokenizer). `pretrained`: tag, path or None."""
+def load_open_clip(name: str, pretrained: Optional[str], tokenizer=None, **kwargs) -> tuple[nn.Module, Callable, Callable]:
+    """(open_clip model in eval mode, eval preprocess, tokenizer). `pretrained`: tag, path or None.
+    `tokenizer`: None (open_clip's for `name`, loaded before the model is built or downloaded, so that
+    a hub tokenizer that cannot be had offline fails at once), a callable, or a local Hugging Face
+    tokenizer folder."""
     pretrained = None if pretrained in NONE_TAGS else str(pretrained)
     if not name.startswith(("hf-hub:", "local-dir:")) and name not in open_clip.list_models():
         raise ValueError(
@@ -34,6 +38,10 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
         raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
     if pretrained is not None and not is_path and open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"):
         kwargs.setdefault("force_quick_gelu", True)  # e.g. the openai weights: trained with QuickGELU
+    built_here = not callable(tokenizer)
+    if built_here:
+        spec = spec_for_name(name) if tokenizer is None else local_spec(tokenizer, name)
+        tokenizer = load_tokenizer(spec, _context_length(name, kwargs), name, kwargs.get("cache_dir"))
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random weights are the same in every process
@@ -45,7 +53,17 @@ def load_open_clip(name: str, pretrained: Optional[str], **kwargs) -> tuple[nn.M
                 f"state dict for this architecture): {type(e).__name__}: {e}"
             ) from e
         raise _download_error(name, pretrained, e) from e
-    return oc.eval(), preprocess, open_clip.get_tokenizer(name, context_length=oc.context_length)
+    if built_here and getattr(tokenizer, "context_length", oc.context_length) != oc.context_length:
+        tokenizer.context_length = oc.context_length  # the built model's, as get_tokenizer(context_length=)
+    return oc.eval(), preprocess, tokenizer
+
+
+def _context_length(name: str, kwargs: dict) -> Optional[int]:
+    """The text context length the model will be built with (None for hf-hub:/local-dir: names)."""
+    if kwargs.get("force_context_length"):
+        return kwargs["force_context_length"]
+    text_cfg = kwargs.get("text_cfg") or (open_clip.get_model_config(name) or {}).get("text_cfg")
+    return None if text_cfg is None else text_cfg.get("context_length", 77)
 
 
 def check_device(device) -> torch.device:
