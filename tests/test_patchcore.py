@@ -177,6 +177,10 @@ def test_end_to_end_on_tiny_model(tiny_model, magenta_root, tmp_path):
     assert full.score(support[:1]).parts["patch_scores"].abs().max() < 1e-2
     pooled = PatchCore(tiny_model, PatchCoreConfig(embed_dim=32)).fit(support[:1])
     assert pooled.memory_bank.shape == (64, 32)
+    raw = PatchCore(tiny_model, PatchCoreConfig(final_norm=False)).fit(support[:1])
+    normed = PatchCore(tiny_model).fit(support[:1])
+    assert raw.memory_bank.shape == normed.memory_bank.shape == (64, 128)
+    assert not torch.allclose(raw.memory_bank, normed.memory_bank)
     pc.save(tmp_path / "pc")
     back = PatchCore.load(tmp_path / "pc", tiny_model)
     torch.testing.assert_close(back.score([s.image for s in test][:3]).maps, res.maps)

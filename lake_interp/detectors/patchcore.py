@@ -23,10 +23,11 @@ backbone adapted to CLIP:
 5. Patch score: Euclidean distance to the nearest memory-bank patch (anomalib's `euclidean_dist`,
    `nearest_neighbors`). Image score: the largest patch score, re-weighted by how isolated its nearest
    neighbour m* is in the bank (the paper's eq. 7, anomalib's `compute_anomaly_score` with
-   `num_neighbors`, default 9): s = (1 - softmax(-)_0) * s*, the softmax over the distances from the
-   test patch to m* and to m*'s nearest bank neighbours.
+   `num_neighbors`, default 9): s = (1 - softmax(d)_0) * s*, d the distances from the test patch
+   to m* and to m*'s nearest bank neighbours.
 6. Map: the patch scores upsampled to the model input size (nearest, as anomalib's
-   `AnomalyMapGenerator`) and smoothed with a Gaussian of sigma 4 (kernel 33, reflect padding).
+   `AnomalyMapGenerator`; the authors' code: bilinear, `upsample="bilinear"`) and smoothed with a
+   Gaussian of sigma 4 (kernel 33, reflect padding).
 
 tests/test_patchcore.py checks steps 2-6 against anomalib's own code on the same tensors (the
 recorded fixture in tests/reference/, and anomalib itself where it is importable).
