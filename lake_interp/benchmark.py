@@ -1,9 +1,13 @@
 """The benchmark harness: every method, shot and seed on every category, side by side.
 
-One forward pass per test image per category (activations of every hook any method needs are
-cached once), one per support set, text embeddings once per category. Finished categories are
-written to `<out>/categories/<category>.csv` (with the per-image scores in `<out>/scores/<category>.csv`)
-and skipped when the same run is resumed.
+Methods come from the method table (`lake_interp.detectors.methods.METHODS`). The LAKE family
+(lake, lake_random, knn_all, text_dense) shares one forward pass per test image per category
+(activations of every hook any of them needs are cached once), one per support set, and text
+embeddings once per category; every other detector is fitted and scored through the detector
+protocol (`fit(support)`, `score(images)`, streamed in batches by `lake_interp.evaluation`), and a
+zero-shot one once per category. Metrics come from `lake_interp.evaluation`. Finished categories
+are written to `<out>/categories/<category>.csv` (with the per-image scores in
+`<out>/scores/<category>.csv`) and skipped when the same run is resumed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,10 @@ import numpy as np
 import torch
 
 from lake_interp.data import load_dataset
-from lake_interp.lake import Lake, LakeConfig, method_config
-from lake_interp.lake.inputs import resize_mask
-from lake_interp.metrics import image_metrics, pixel_metrics
+from lake_interp.detectors.methods import METHODS, METHODS_VERSION, check_methods, check_recorded_methods, default_methods
+from lake_interp.evaluation import METRICS, Targets, cache_test_set, evaluate, metrics, targets
+from lake_interp.lake import Lake, LakeConfig
 
-METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
 KEYS = ("dataset", "category", "method", "shots", "seed")
 
 
@@ -39,8 +42,8 @@ class BenchmarkSpec:
     categories: Optional[list[str]] = None  # None: every category found under root
     shots: Sequence[int] = (1, 2, 4)
     seeds: Sequence[int] = (0, 1, 2)
-    methods: Sequence[str] = ("lake", "lake_random", "patchcore", "winclip")
-    config: dict = field(default_factory=dict)  # LakeConfig fields overriding the defaults
+    methods: Sequence[str] = field(default_factory=default_methods)  # names of the method table
+    config: dict = field(default_factory=dict)  # LakeConfig fields overriding the defaults (LAKE family)
     resolution: Optional[int] = None  # evaluation resolution; None: the model input size
 
     def to_dict(self) -> dict:
@@ -61,9 +64,11 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
 
     out = Path(out_dir)
     base = LakeConfig.from_dict(spec.config)
-    for m in spec.methods:  # unknown methods, K wider than a layer...: fail before any work or record
-        Lake(model, method_config(m, base))
-    for name in ("shots", "seeds", "methods"):
+    check_methods(spec.methods, "methods (--methods)")  # unknown, repeated or missing methods: fail before any work or record
+    for m in spec.methods:  # K wider than a layer...
+        if METHODS[m].lake_family:
+            Lake(model, METHODS[m].config(base))
+    for name in ("shots", "seeds"):
         values = list(getattr(spec, name))
         if len(set(values)) != len(values):
             raise ValueError(f"{name} (--{name}) lists a value twice: {values}")
@@ -110,25 +115,40 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     test = load_dataset(spec.dataset, spec.root, category, "test")
     train = load_dataset(spec.dataset, spec.root, category, "train")
     class_name = class_name_for(category)
-    lakes = {m: Lake(model, method_config(m, base), class_name) for m in spec.methods}
-    visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
-    test_hooks = list(dict.fromkeys(h for lk in lakes.values() for h in lk.required_hooks))
-    probe = next(iter(lakes.values()))
-    test_acts, masks, labels = cache_test_set(probe, test, test_hooks, mask_size=spec.resolution)
-    text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
+    lakes = {m: METHODS[m].build(model, base, class_name) for m in spec.methods if METHODS[m].lake_family}
+    if lakes:  # the LAKE family's fast path: one forward pass per image for all of them
+        visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
+        test_hooks = list(dict.fromkeys(h for lk in lakes.values() for h in lk.required_hooks))
+        probe = next(iter(lakes.values()))
+        test_acts, masks, labels = cache_test_set(probe, test, test_hooks, mask_size=spec.resolution)
+        text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
+    else:
+        truth = targets(test, spec.resolution or model.image_size)
+        masks, labels = truth.masks, truth.labels
+    zero_shot: dict[str, tuple] = {}  # method -> (metrics, result): scored once per category
     rows = []
     scores = [{"path": Path(os.path.relpath(e.path, spec.root)).as_posix(), "label": e.label, "defect": e.defect}
               for e in test.entries]
     for shots in spec.shots:
         for seed in spec.seeds:
             support = train.few_shot(shots, seed)
-            support_acts = probe.patch_activations(support, visual_hooks) if visual_hooks else {}
+            support_acts = probe.patch_activations(support, visual_hooks) if lakes and visual_hooks else {}
             for method in spec.methods:
-                lake = Lake(model, method_config(method, base).replace(seed=seed), class_name)
-                lake.fit_activations(support_acts, text_features=text)
-                result = lake.score_activations(test_acts)
+                m = METHODS[method]
+                if m.lake_family:
+                    lake = m.build(model, base, class_name, seed=seed)
+                    lake.fit_activations(support_acts, text_features=text)
+                    result = lake.score_activations(test_acts)
+                    values = metrics(result, labels, masks, spec.resolution)
+                elif method in zero_shot:
+                    values, result = zero_shot[method]
+                else:
+                    detector = m.fit(m.build(model, base, class_name, seed=seed, shots=shots), support)
+                    values, result = evaluate(detector, test, spec.resolution, truth=Targets(labels, masks))
+                    if m.zero_shot:
+                        zero_shot[method] = values, result
                 row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
-                row.update(evaluate_result(result, masks, labels, spec.resolution))
+                row.update(values)
                 rows.append(row)
                 for image, score in zip(scores, result.image_scores.tolist()):
                     image[f"{method}_{shots}shot_seed{seed}"] = score
@@ -136,47 +156,27 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     return rows, scores
 
 
-def cache_test_set(lake: Lake, test, hooks: list[str], mask_size: Optional[int] = None):
-    """Cached activations (CPU) of the whole test set, masks [N, S, S] (or None) resized once from the
-    originals (nearest) to `mask_size` (default: the model input size), labels."""
-    size = mask_size or lake.model.image_size
-    acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
-    masks, labels, any_mask = [], [], False
-    step = lake.config.batch_size
-    for start in range(0, len(test), step):
-        samples = test[start : start + step]
-        for h, a in lake.patch_activations(samples, hooks).items():
-            acts[h].append(a.cpu())
-        for s in samples:
-            labels.append(s.label)
-            any_mask |= s.mask is not None
-            masks.append(resize_mask(s.mask, size))
-    return {h: torch.cat(v) for h, v in acts.items()}, (np.stack(masks) if any_mask else None), np.array(labels)
-
-
 def evaluate_result(result, masks, labels, resolution) -> dict:
-    img = image_metrics(result.image_scores.numpy(), labels)
-    out = {f"image_{k}": v for k, v in img.items()}
-    if masks is None:
-        pix = dict.fromkeys(("auroc", "ap", "f1_max", "aupro"), float("nan"))
-    else:
-        pix = pixel_metrics(result.maps.numpy(), masks, resolution=resolution)
-    out.update({f"pixel_{k}": v for k, v in pix.items()})
-    return out
+    """Metrics of one result (kept for callers of earlier versions: `lake_interp.evaluation.metrics`)."""
+    return metrics(result, labels, masks, resolution)
 
 
 def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model) -> None:
     """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
-    weights hash; a resumed run must match them all. Records of earlier versions (config = overrides only,
+    weights hash, and the version of the method names (methods_version); a resumed run must match them all. Records of earlier versions (config = overrides only,
     categories null, no dtype) are resolved the same way before comparing."""
     from lake_interp.lake.persist import model_identity, weights_sha256
 
     identity = model_identity(model)
     current = _resolved({**spec.to_dict(), "config": base.to_dict(), "categories": categories,
-                         "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"]})
+                         "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"],
+                         "methods_version": METHODS_VERSION})
     finished = list((path.parent / "categories").glob("*.csv"))
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
         saved, compared = _resolved(json.loads(path.read_text())), current
+        # a record of the old method names (no methods_version): refused with the new names
+        check_recorded_methods(saved.get("methods"), saved.get("methods_version"), path)
+        saved.setdefault("methods_version", METHODS_VERSION)  # its names mean the same now
         if "dtype" not in saved:  # recorded before the dtype was: its hash is of the weights as stored
             saved["dtype"] = current["dtype"]
             compared = {**current, "weights_sha256": weights_sha256(model, None)}
@@ -243,8 +243,48 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f}" if len(v) < 2 else f"{mean:.1f} ± {np.nanstd(v) * 100:.1f}"
 
 
+N_BOOTSTRAP = 10_000
+BOOTSTRAP_SEED = 0
+
+
+def paired_difference(rows: list[dict], a: str, b: str, metric: str, n_boot: int = N_BOOTSTRAP,
+                      seed: int = BOOTSTRAP_SEED) -> dict:
+    """Method `a` minus method `b` on `metric`, paired by (shots, seed): per pair, the difference of
+    their means over categories. Returns {mean, low, high, n}: the mean over the pairs and its
+    percentile-bootstrap 95% interval (`n_boot` resamples of the pairs with replacement,
+    numpy.random.default_rng(seed)); pairs where either value is NaN are left out."""
+    diffs = []
+    for shots, sd in dict.fromkeys((r["shots"], r["seed"]) for r in rows):
+        va = [r[metric] for r in rows if r["method"] == a and r["shots"] == shots and r["seed"] == sd]
+        vb = [r[metric] for r in rows if r["method"] == b and r["shots"] == shots and r["seed"] == sd]
+        if va and vb and not (np.all(np.isnan(va)) or np.all(np.isnan(vb))):
+            diffs.append(float(np.nanmean(va)) - float(np.nanmean(vb)))
+    d = np.array(diffs)
+    if len(d) == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+    boot = d[np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"mean": float(d.mean()), "low": float(low), "high": float(high), "n": len(d)}
+
+
+def protocol_text(spec: BenchmarkSpec) -> str:
+    """How every number of the run was obtained (the summary's protocol line)."""
+    return (f"Protocol: {', '.join(str(k) for k in spec.shots)}-shot; seeds {list(spec.seeds)}; the k support images are drawn "
+            "from the normal images of the train split (`few_shot(k, seed)`: sorted paths, then "
+            "`numpy.random.default_rng(seed).permutation`), the same support for every method at a given (k, seed); "
+            "zero-shot methods use no support; the test split is never seen when fitting (no test image in a "
+            "support, nothing tuned on it); methods_version " f"{METHODS_VERSION}.")
+
+
+def _diff_cell(d: dict) -> str:
+    if d["n"] == 0:
+        return "n/a"
+    return f"{d['mean'] * 100:+.1f} [{d['low'] * 100:+.1f}, {d['high'] * 100:+.1f}]"
+
+
 def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
-    """Mean over categories (± std over seeds), then per category (mean over seeds); percent."""
+    """Protocol, paired differences (lake vs each other method), mean over categories (± std over
+    seeds), then per category (mean over seeds); percent."""
     shown = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro")
     lines = [
         f"# Benchmark: {spec.dataset} ({spec.root})",
@@ -252,11 +292,30 @@ def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
         f"Model `{spec.model}` (pretrained `{spec.pretrained}`), shots {list(spec.shots)}, seeds {list(spec.seeds)}.",
         "Values in percent; ± is the standard deviation (population, ddof=0) over seeds of the category mean.",
         "",
+        protocol_text(spec),
+        "",
     ]
     from lake_interp.model.loading import NONE_TAGS
 
     if spec.pretrained in NONE_TAGS:
         lines += ["**RANDOM WEIGHTS (pretrained none): these numbers are meaningless (smoke test only).**", ""]
+    others = [m for m in spec.methods if m != "lake"]
+    if "lake" in spec.methods and others:
+        n_pairs = len(spec.shots) * len(spec.seeds)
+        lines += [
+            "## Paired differences (lake minus each method)",
+            "",
+            f"Per (shots, seed) pair ({n_pairs} pairs: shots x seeds), the difference of the two methods' means over "
+            f"categories; the mean over the pairs and, in brackets, its 95% percentile-bootstrap interval "
+            f"({N_BOOTSTRAP} resamples of the pairs, numpy default_rng({BOOTSTRAP_SEED})). Percentage points.",
+            "",
+            "| pair | n | " + " | ".join(shown) + " |",
+            "|---|---|" + "---|" * len(shown),
+        ]
+        for other in others:
+            diffs = [paired_difference(rows, "lake", other, metric) for metric in shown]
+            lines.append(f"| lake vs {other} | {max(d['n'] for d in diffs)} | " + " | ".join(_diff_cell(d) for d in diffs) + " |")
+        lines.append("")
     lines += [
         "## Mean over categories",
         "",

@@ -165,7 +165,7 @@ def cmd_figures(args) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from lake_interp.lake.config import METHODS
+    from lake_interp.detectors.methods import METHODS, default_methods
 
     parser = argparse.ArgumentParser(prog="lake-interp", description="LAKE anomaly-sensitive neurons in CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", nargs="+", help="default: every category under --root")
     p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=default_methods(), choices=list(METHODS), metavar="METHOD",
+                   help="methods of the method table (lake_interp/detectors/methods.py): "
+                        + ", ".join(METHODS) + " (default: every one available: " + " ".join(default_methods()) + ")")
     p.add_argument("--resolution", type=int, help="evaluation resolution (default: the model input size)")
     p.add_argument("--out", required=True, type=Path, help="output folder (an interrupted run resumes here)")
     p.add_argument("--no-progress", action="store_true")

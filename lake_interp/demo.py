@@ -10,10 +10,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lake_interp.benchmark import cache_test_set, class_name_for, evaluate_result
+from lake_interp.benchmark import class_name_for
 from lake_interp.data import MVTecAD, make_synthetic_dataset
+from lake_interp.evaluation import evaluate
 from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
+from lake_interp.model.hook_sites import parse_hook_name
 from lake_interp.render import overlay, panel
 
 WARNING = ("**RANDOM WEIGHTS: this model was loaded with `--pretrained none`. Every score and map in this "
@@ -34,9 +36,7 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
         support = MVTecAD(root, category, "train").few_shot(shots, seed)
         lake = Lake(model, config, class_name=class_name_for(category)).fit(support)
         test = MVTecAD(root, category, "test")
-        acts, masks, labels = cache_test_set(lake, test, lake.required_hooks)
-        result = lake.score_activations(acts)
-        metrics = evaluate_result(result, masks, labels, None)
+        metrics, result = evaluate(lake, test)
         rows.append((category, metrics, lake.neurons.per_layer_counts()))
         figures += _examples(test, result, out / "images", category)
     report = out / "report.md"
@@ -98,7 +98,7 @@ HEADER = ("category", "image AUROC", "image AP", "pixel AUROC", "pixel AUPRO", "
 def _table(rows) -> list[tuple[str, ...]]:
     pct = lambda v: "n/a" if np.isnan(v) else f"{100 * v:.1f}"  # noqa: E731
     return [(category, pct(m["image_auroc"]), pct(m["image_ap"]), pct(m["pixel_auroc"]), pct(m["pixel_aupro"]),
-             "blocks " + ", ".join(f"{h.split('.')[2]}:{n}" for h, n in counts.items()))
+             "blocks " + ", ".join(f"{parse_hook_name(h).block}:{n}" for h, n in counts.items()))
             for category, m, counts in rows]
 
 

@@ -28,9 +28,11 @@ from lake_interp.export import save_figure
 from lake_interp.interp import (
     ablate, neuron_words, sweep, sweep_figure, top_activating_patches, top_patches_figure, words_figure,
 )
-from lake_interp.lake import Lake, LakeConfig, method_config
+from lake_interp.detectors.methods import METHODS, check_methods, default_methods
+from lake_interp.lake import Lake, LakeConfig
 from lake_interp.lake.inputs import resize_map
 from lake_interp.lake.neurons import NeuronSet
+from lake_interp.model.hook_sites import hook_name
 from lake_interp.render import overlay
 
 
@@ -48,6 +50,7 @@ class StudyConfig:
     k_values: list = field(default_factory=lambda: [10, 25, 50, 100, 200])
     text_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5, 0.7, 1.0])
     lake: dict = field(default_factory=dict)  # LakeConfig fields
+    methods: list = field(default_factory=default_methods)  # figure 1's methods: names of the method table
     n_top_neurons: int = 6
     n_examples: int = 4
     synthetic: dict = field(default_factory=dict)  # make_synthetic_dataset keyword arguments
@@ -100,11 +103,12 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
 
     # 1. selected vs random neurons (and the baselines), over categories, shots, seeds
     spec = BenchmarkSpec(dataset, root, cfg.model, model.pretrained, cfg.categories, cfg.shots, cfg.seeds,
-                         config=cfg.lake)
+                         methods=cfg.methods, config=cfg.lake)
     rows = run_benchmark(model, spec, out / "benchmark", progress=False)
     emit("fig1_selected_vs_random", _methods_figure(rows, spec), (
-        "Selected (variance top-K) vs random neurons, and the all-neuron and text-only baselines: "
-        "mean over categories, error bars = std over seeds."), rows, width=10)
+        "Selected (variance top-K, lake) vs random neurons (lake_random) and the other methods of the table ("
+        + "; ".join(f"{m}: {METHODS[m].computes}" for m in spec.methods if m not in ("lake", "lake_random"))
+        + "): mean over categories, error bars = std over seeds."), rows, width=10)
 
     # shared fit for figures 3, 4, 5, 7: first category, most shots, seed 0
     category, shots = cfg.categories[0], max(cfg.shots)
@@ -144,10 +148,11 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         width=8, height=2 * cfg.n_examples + 1)
 
     # 7. neuron to words
-    words = neuron_words(model, top)
+    words = neuron_words(model, top, reference=support)
     emit("fig7_neuron_words", words_figure(words), (
-        "Neuron to language: cosine between each top neuron's written direction (through ln_post, linearised, "
-        "and proj) and the text embeddings of defect and material words."), words.rows(), width=10)
+        "Neuron to language: cosine between each top neuron's written direction, carried through the blocks after "
+        f"its layer (forward-mode Jacobian, mean over the {len(support)} support images' patches), then ln_post "
+        "(linearised) and proj, and the text embeddings of defect and material words."), words.rows(), width=10)
 
     _write_readme(out, made, command)
     return made
@@ -170,6 +175,12 @@ def check_study(model, cfg: StudyConfig) -> None:
             fail(name, f"expected a non-empty list, got {values!r}")
         if len(set(values)) != len(values):
             fail(name, f"lists a value twice: {list(values)}")
+    if not isinstance(cfg.methods, (list, tuple)) or not cfg.methods:
+        fail("methods", f"expected a non-empty list of method names, got {cfg.methods!r}")
+    try:
+        check_methods(cfg.methods, "methods")
+    except (ValueError, NotImplementedError) as e:
+        fail("methods", str(e))
     for name in ("lake", "synthetic"):
         if not isinstance(getattr(cfg, name), dict):
             fail(name, f"expected a JSON object of fields, got {getattr(cfg, name)!r}")
@@ -185,8 +196,9 @@ def check_study(model, cfg: StudyConfig) -> None:
             for v in values:
                 try:
                     base = LakeConfig.from_dict(cfg.lake if param is None else {**cfg.lake, param: v})
-                    for method in BenchmarkSpec.__dataclass_fields__["methods"].default:
-                        Lake(model, method_config(method, base))  # K wider than a layer, ...
+                    for method in cfg.methods:
+                        if METHODS[method].lake_family:
+                            Lake(model, METHODS[method].config(base))  # K wider than a layer, ...
                 except (TypeError, ValueError) as e:
                     fail(name, f"{v!r}: {e}" if param else str(e))
     if cfg.dataset == "synthetic" and (cfg.root is None or not Path(cfg.root).is_dir()):  # generated here
@@ -283,7 +295,7 @@ def _depth_figure(model, base: LakeConfig, support, category: str):
     fig = go.Figure()
     for site in sites:
         fig.add_bar(name=site, x=[str(layer) for layer in range(n_layers)],
-                    y=[counts[f"visual.blocks.{layer}.{site}"] for layer in range(n_layers)])
+                    y=[counts[hook_name("visual", layer, site)] for layer in range(n_layers)])
     fig.update_layout(barmode="group", title="Where the most sensitive neurons sit", xaxis_title="block",
                       yaxis_title="neurons in the global top-K")
     caption = (f"Counts per block and site of the global top {k} neurons by criterion score ({base.criterion if base.criterion != 'all' else 'variance'}), "

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lake_interp.lake import LakeConfig, NeuronSet, method_config
+from lake_interp.detectors.methods import method_config
+from lake_interp.lake import LakeConfig, NeuronSet
 from lake_interp.lake.bank import nearest_distance
 from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
 from lake_interp.lake.neurons import criterion_scores
@@ -128,7 +129,10 @@ def test_config_round_trip_and_validation():
         LakeConfig(criterion="varience")
     with pytest.raises(ValueError, match="text_weight"):
         LakeConfig(text_weight=2)
-    assert method_config("patchcore").criterion == "all" and method_config("winclip").text_weight == 1.0
+    assert method_config("knn_all").criterion == "all" and method_config("knn_all").text_weight == 0.0
+    assert method_config("text_dense").text_weight == 1.0
+    with pytest.raises(ValueError, match="not a LAKE variant"):  # the faithful PatchCore has no LakeConfig
+        method_config("patchcore")
     with pytest.raises(ValueError, match="unknown method"):
         method_config("lake2")
 

@@ -117,12 +117,12 @@ def test_resume_compares_the_resolved_run(root, tmp_path, tiny_model, monkeypatc
 
 def test_benchmark_writes_per_image_scores(root, tmp_path, tiny_model):
     out = tmp_path / "b"
-    rows = run_benchmark(tiny_model, spec(root, seeds=(0, 1), methods=("lake", "winclip")), out, progress=False)
+    rows = run_benchmark(tiny_model, spec(root, seeds=(0, 1), methods=("lake", "text_dense")), out, progress=False)
     scores = read_csv(out / "scores" / "disc.csv")
     test = MVTecAD(root, "disc", "test")
     assert [r["path"] for r in scores] == [p.relative_to(root).as_posix() for p in test.paths]
     assert [int(r["label"]) for r in scores] == test.labels.tolist()
-    columns = ["lake_1shot_seed0", "winclip_1shot_seed0", "lake_1shot_seed1", "winclip_1shot_seed1"]
+    columns = ["lake_1shot_seed0", "text_dense_1shot_seed0", "lake_1shot_seed1", "text_dense_1shot_seed1"]
     assert list(scores[0]) == ["path", "label", "defect", *columns]
     from lake_interp.metrics import image_metrics
 

@@ -77,16 +77,16 @@ def ablate(model, neurons: Neurons, mode: str = "zero", reference: Any = None, s
 
 def random_like(model, neurons: Neurons, seed: int) -> list[tuple[str, int]]:
     """As many random channels per hook as `neurons` has there, avoiding those channels."""
-    from lake_interp.interp.targets import hook_widths
+    from lake_interp.model.hook_sites import channel_width
 
     grouped = check_neurons(model, neurons)
-    widths = hook_widths(model)
     g = torch.Generator().manual_seed(seed)
     pairs = []
     for hook, idx in grouped.items():
-        free = torch.tensor([c for c in range(widths[hook]) if c not in set(idx.tolist())])
+        width = channel_width(model, hook)
+        free = torch.tensor([c for c in range(width) if c not in set(idx.tolist())])
         if len(free) < len(idx):
-            raise ValueError(f"{hook}: cannot draw {len(idx)} random channels outside the {len(idx)} given (width {widths[hook]})")
+            raise ValueError(f"{hook}: cannot draw {len(idx)} random channels outside the {len(idx)} given (width {width})")
         pairs += [(hook, int(c)) for c in free[torch.randperm(len(free), generator=g)[: len(idx)]]]
     return pairs
 
@@ -111,38 +111,51 @@ class AblationEffect:
         return rows
 
 
-def _evaluate(lake, images, support, labels, masks) -> tuple[dict, Any]:
-    """Score with the bank (same neurons) rebuilt from the support under whatever hooks are active."""
-    from lake_interp.benchmark import evaluate_result
+def _evaluate(detector, images, support, labels, masks) -> tuple[dict, Any]:
+    """Score with the detector refitted on the support under whatever hooks are active (a Lake keeps
+    its neurons: `lake_interp.evaluation.refit`), in batches; metrics from the evaluation layer."""
+    from lake_interp.evaluation import metrics, refit, score_batches
 
-    result = lake.with_bank_from(support).score(images)
-    metrics = evaluate_result(result, masks, labels, None) if labels is not None else {}
+    result = score_batches(refit(detector, support), images, getattr(getattr(detector, "config", None), "batch_size", 16))
+    values = metrics(result, labels, masks) if labels is not None else {}
     anomalous = labels == 1 if labels is not None else np.ones(len(result.image_scores), bool)
-    metrics["mean_score_anomalous"] = float(result.image_scores.numpy()[anomalous].mean())
-    return metrics, result
+    values["mean_score_anomalous"] = float(result.image_scores.numpy()[anomalous].mean())
+    return values, result
 
 
-def ablation_effect(lake, neurons: Neurons, support: Any, images: Any, labels=None, masks=None,
-                    mode: str = "zero", n_random: int = 3, seed: int = 0) -> AblationEffect:
-    """How the detector changes when `neurons` are ablated, against as many random neurons per hook.
+def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, labels=None, masks=None,
+                    mode: str = "zero", n_random: int = 3, seed: int = 0, model=None,
+                    class_name: str = "object") -> AblationEffect:
+    """How a detector changes when `neurons` are ablated, against as many random neurons per hook.
 
-    The detector keeps its neuron selection; its bank is rebuilt from `support` under the same
-    ablation (so the ablation acts on the model, not only on the test images). labels [N] and
-    masks (each [H, W] at any size, resized to the model input; None entries for normal images, or
-    None for all) give image and pixel metrics. The lake itself is not changed.
+    detector: any detector of the protocol (a fitted Lake, WinCLIP, PatchCore, ...), or a method
+    name of the table (`lake_interp.detectors.methods.METHODS`; then `model` and `class_name`
+    build it, fitted on `support`). The detector is refitted on `support` under the same
+    ablation (so the ablation acts on the model, not only on the test images; a Lake keeps its
+    neuron selection). labels [N] and masks (each [H, W] at any size, resized to the model input;
+    None entries for normal images, or None for all) give image and pixel metrics. The detector
+    itself is not changed.
     """
-    model = lake.model
+    if isinstance(detector, str):
+        from lake_interp.detectors.methods import get_method
+
+        if model is None:
+            raise ValueError(f"ablation_effect({detector!r}, ...): a method name needs model=HookedCLIP")
+        m = get_method(detector)
+        support = list(support)
+        detector = m.fit(m.build(model, class_name=class_name, seed=seed, shots=len(support)), support)
+    model = detector.model
     labels = None if labels is None else np.asarray(labels)
     if masks is not None:
         masks = np.stack([resize_mask(m, model.image_size) for m in masks])
     reference = support if mode != "zero" else None
-    clean, clean_r = _evaluate(lake, images, support, labels, masks)
+    clean, clean_r = _evaluate(detector, images, support, labels, masks)
     with ablate(model, neurons, mode, reference, seed):
-        ablated, ablated_r = _evaluate(lake, images, support, labels, masks)
+        ablated, ablated_r = _evaluate(detector, images, support, labels, masks)
     randoms, random_rs = [], []
     for s in range(n_random):
         with ablate(model, random_like(model, neurons, seed + 1 + s), mode, reference, seed):
-            m, r = _evaluate(lake, images, support, labels, masks)
+            m, r = _evaluate(detector, images, support, labels, masks)
         randoms.append(m)
         random_rs.append(r)
     change = lambda r: float((r.maps - clean_r.maps).abs().mean())  # noqa: E731

@@ -30,8 +30,9 @@ class _Category:
 
 
 class NeuronExplorer:
-    """lake: a fitted Lake; test: the images to explore (dataset or list of Samples/images);
-    support: the normal images the lake was fitted on (its bank is rebuilt under ablation).
+    """lake: a fitted detector (a Lake, or any detector of the protocol with `neurons` given);
+    test: the images to explore (dataset or list of Samples/images); support: the normal images it
+    was fitted on (it is refitted under ablation: `lake_interp.evaluation.refit`).
     Several categories: `NeuronExplorer(categories={"bottle": (lake, test, support), ...})`."""
 
     def __init__(self, lake=None, test: Any = None, support: Any = None, neurons=None, n_top: int = 9,
@@ -39,10 +40,10 @@ class NeuronExplorer:
         if (lake is None) == (categories is None):
             raise ValueError("NeuronExplorer takes a lake (with test and support) or categories={name: (lake, test, support)}")
         if categories is None:
-            categories = {lake.class_name: (lake, test, support)}
+            categories = {getattr(lake, "class_name", "object"): (lake, test, support)}
         self._categories = {}
         for name, (lk, ts, sp) in categories.items():
-            chosen = list(neurons if neurons is not None else (lk.neurons or []))
+            chosen = list(neurons if neurons is not None else (getattr(lk, "neurons", None) or []))
             if not chosen:
                 raise ValueError(f"NeuronExplorer needs a fitted lake (lake.neurons) or a list of neurons ({name})")
             if ts is None or sp is None:
@@ -92,9 +93,11 @@ class NeuronExplorer:
         from plotly.subplots import make_subplots
 
         image = self.test[image_index]
-        clean = self.lake.with_bank_from(self.support).score([image])
+        from lake_interp.evaluation import refit
+
+        clean = refit(self.lake, self.support).score([image])
         with ablate(self.lake.model, [(hook, channel)]):
-            ablated = self.lake.with_bank_from(self.support).score([image])
+            ablated = refit(self.lake, self.support).score([image])
         fig = make_subplots(1, 2, subplot_titles=[f"clean (score {float(clean.image_scores[0]):.3f})",
                                                   f"ablated (score {float(ablated.image_scores[0]):.3f})"])
         vmax = float(max(clean.maps.max(), ablated.maps.max()))
@@ -111,9 +114,10 @@ class NeuronExplorer:
             raise ValueError(f"({hook!r}, {channel}) is not among the explorer's neurons for {self.category!r}")
         cat = self._current
         if cat.words is None:
-            cat.words = neuron_words(cat.lake.model, cat.neurons, self.vocabulary)
+            cat.words = neuron_words(cat.lake.model, cat.neurons, self.vocabulary, reference=cat.support)
         row = cat.words.neurons.index((hook, channel))
-        words = type(cat.words)(cat.words.words, [(hook, channel)], cat.words.similarity[row : row + 1])
+        words = type(cat.words)(cat.words.words, [(hook, channel)], cat.words.similarity[row : row + 1],
+                                cat.words.path, cat.words.n_reference)
         image = self.test[image_index]
         return {
             "top_patches": top_patches_figure(self.top_patches().subset([(hook, channel)])),

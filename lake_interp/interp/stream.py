@@ -8,13 +8,13 @@ neurons live on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, Iterator, Optional
 
 import torch
 
 from lake_interp.interp.targets import Neurons, check_neurons
-from lake_interp.lake.inputs import is_single_image, to_batch
+from lake_interp.lake.inputs import iter_batches, to_batch
+from lake_interp.model.hook_sites import hook_label
 
 
 @dataclass
@@ -39,19 +39,7 @@ def neuron_list(model, neurons: Neurons) -> tuple[dict[str, torch.Tensor], list[
     return grouped, [(h, int(i)) for h, idx in grouped.items() for i in idx]
 
 
-def iter_chunks(images: Any, batch_size: int) -> Iterator[Any]:
-    """Batches of at most `batch_size` items, read lazily: a tensor [B, 3, S, S] is sliced; any other
-    iterable (list, dataset, generator) is consumed one batch at a time; a single image is one batch."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(images, torch.Tensor):
-        images = images[None] if images.ndim == 3 else images
-        for s in range(0, images.shape[0], batch_size):
-            yield images[s : s + batch_size]
-        return
-    it = iter([images] if is_single_image(images) else images)
-    while chunk := list(islice(it, batch_size)):
-        yield chunk
+iter_chunks = iter_batches  # the package's one batch iterator (lake_interp.lake.inputs.iter_batches)
 
 
 @torch.no_grad()
@@ -60,7 +48,7 @@ def stream_activations(model, images: Any, grouped: dict[str, torch.Tensor], bat
     `neuron_list`) on every patch of every image."""
     hooks = list(grouped)
     start = 0
-    for chunk in iter_chunks(images, batch_size):
+    for chunk in iter_batches(images, batch_size):
         batch = to_batch(chunk, model)
         _, cache = model.run_with_cache(batch, names_filter=hooks)
         acts = torch.cat([cache[h][:, 1:, idx.to(batch.device)] for h, idx in grouped.items()], dim=-1)
@@ -79,4 +67,4 @@ def to_pixels(batch: torch.Tensor, model) -> torch.Tensor:
 
 def neuron_label(hook: str, channel: int) -> str:
     """Short label: visual.blocks.3.hook_resid_post, 7 -> 'L3.hook_resid_post[7]'."""
-    return f"{hook.replace('visual.blocks.', 'L')}[{channel}]"
+    return f"{hook_label(hook)}[{channel}]"

@@ -40,9 +40,10 @@ def sweep(model, support: Any, test, param: str, values: Sequence, base: Optiona
 
     support: normal images; test: a dataset or list of Samples (labels and masks are used).
     One forward pass over the test set in all: activations of every hook any value needs are
-    cached once; text embeddings are computed once.
+    cached once (`lake_interp.evaluation.cache_test_set`, the LAKE family's fast path); text
+    embeddings are computed once. Metrics from `lake_interp.evaluation.metrics`.
     """
-    from lake_interp.benchmark import cache_test_set, evaluate_result
+    from lake_interp.evaluation import cache_test_set, metrics
 
     if param not in SWEEPABLE:
         raise ValueError(f"cannot sweep {param!r}; expected one of {SWEEPABLE}")
@@ -66,5 +67,5 @@ def sweep(model, support: Any, test, param: str, values: Sequence, base: Optiona
         lake.fit_activations(support_acts, text_features=text)
         result = lake.score_activations(test_acts)
         rows.append({"value": _label(value), "condition": condition, "seed": seed,
-                     **evaluate_result(result, masks, labels, None)})
+                     **metrics(result, labels, masks)})
     return SweepResult(param, [_label(v) for v in values], rows)

@@ -104,16 +104,5 @@ class LakeConfig:
         return cls(**d)
 
 
-# The methods compared side by side by the benchmark, as changes to a base config.
-METHODS: dict[str, dict] = {
-    "lake": {},  # variance top-K neurons + text branch
-    "lake_random": {"criterion": "random"},  # same K, random neurons: the control
-    "patchcore": {"criterion": "all", "text_weight": 0.0},  # all neurons, nearest-neighbour matching
-    "winclip": {"text_weight": 1.0},  # text-only zero-shot
-}
-
-
-def method_config(method: str, base: LakeConfig | None = None) -> LakeConfig:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
-    return (base or LakeConfig()).replace(**METHODS[method])
+# The benchmark's methods (LAKE variants as changes to a base config, and the other detectors)
+# are defined in one table: lake_interp.detectors.methods.METHODS.

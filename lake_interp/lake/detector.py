@@ -11,10 +11,11 @@ import torch
 from lake_interp.lake.bank import nearest_distance
 from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
-from lake_interp.lake.inputs import image_sources, is_single_image, to_batch
+from lake_interp.lake.inputs import image_sources, is_single_image, iter_batches, to_batch
 from lake_interp.lake.neurons import NeuronSet, criterion_scores
 from lake_interp.lake.semantic import anomaly_probability, text_features
 from lake_interp.lake.sites import hook_names
+from lake_interp.model.hook_sites import channel_width
 from lake_interp.model.tokens import patch_grid
 
 
@@ -35,6 +36,11 @@ class LakeResult:
     def concat(cls, parts: list["LakeResult"]) -> "LakeResult":
         """One result from the results of consecutive batches."""
         return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    @property
+    def parts(self) -> dict[str, torch.Tensor]:
+        """The method's own maps, by name (the detector protocol's `DetectionResult.parts`)."""
+        return {"visual_maps": self.visual_maps, "semantic_maps": self.semantic_maps}
 
 
 class Lake:
@@ -72,20 +78,21 @@ class Lake:
         return self.config.text_weight > 0.0
 
     def _width(self, hook: str) -> int:
-        block = self.model.cfg.vision.block
-        return block.d_mlp if hook.split(".")[-2] == "mlp" else block.d_model
+        return channel_width(self.model, hook)
 
     # ----------------------------------------------------------------- forward
     @torch.no_grad()
     def patch_activations(self, images: Any, hooks: list[str]) -> dict[str, torch.Tensor]:
-        """One forward pass per batch caching only `hooks`: hook -> [B, P patches, d] (class token dropped)."""
-        batch = to_batch(images, self.model)
-        out: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
-        for start in range(0, batch.shape[0], self.config.batch_size):
-            _, cache = self.model.run_with_cache(batch[start : start + self.config.batch_size], names_filter=hooks)
-            for h in hooks:
-                out[h].append(cache[h][:, 1:])
-        return {h: torch.cat(v) for h, v in out.items()}
+        """One forward pass per batch caching only `hooks`: hook -> [B, P patches, d] (class token dropped).
+        Holds every activation of the call (for the support, or a cache shared by several detectors)."""
+        parts = [self._batch_activations(chunk, hooks) for chunk in iter_batches(images, self.config.batch_size)]
+        if not parts:
+            raise ValueError("no images given")
+        return {h: torch.cat([p[h] for p in parts]) for h in hooks}
+
+    def _batch_activations(self, chunk: Any, hooks: list[str]) -> dict[str, torch.Tensor]:
+        _, cache = self.model.run_with_cache(to_batch(chunk, self.model), names_filter=hooks)
+        return {h: cache[h][:, 1:] for h in hooks}
 
     # ----------------------------------------------------------------- fit
     def fit(self, support: Any, neurons: Optional[NeuronSet] = None,
@@ -152,9 +159,16 @@ class Lake:
         hooks = (self.hooks if self.uses_visual else []) + (self.semantic_hooks if self.uses_semantic else [])
         return list(dict.fromkeys(hooks))
 
+    @torch.no_grad()
     def score(self, images: Any) -> LakeResult:
-        """images: tensor batch, PIL images, paths or Samples -> LakeResult."""
-        return self.score_activations(self.patch_activations(images, self.required_hooks))
+        """images: tensor batch, PIL images, paths, Samples or a dataset -> LakeResult. Streamed: one
+        batch of `LakeConfig.batch_size` images and its activations is held at a time (the
+        results, on the CPU, are concatenated)."""
+        parts = [self.score_activations(self._batch_activations(chunk, self.required_hooks))
+                 for chunk in iter_batches(images, self.config.batch_size)]
+        if not parts:
+            raise ValueError("no images given")
+        return parts[0] if len(parts) == 1 else LakeResult.concat(parts)
 
     @torch.no_grad()
     def score_activations(self, acts: dict[str, torch.Tensor]) -> LakeResult:

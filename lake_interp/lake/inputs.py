@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from itertools import islice
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -42,12 +43,52 @@ def image_sources(images: Any) -> Optional[list[Optional[str]]]:
             for it in items]
 
 
+def iter_batches(items: Any, batch_size: int) -> Iterator[Any]:
+    """Batches of at most `batch_size` items, read lazily: the one batch loop of the package.
+
+    A tensor [B, ...] is sliced ([3, S, S]: one image); any other iterable (list, dataset,
+    generator) is consumed one batch at a time and yields lists; a single image is one batch."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(items, torch.Tensor):
+        items = items[None] if items.ndim == 3 else items
+        for s in range(0, items.shape[0], batch_size):
+            yield items[s : s + batch_size]
+        return
+    it = iter([items] if is_single_image(items) else items)
+    while chunk := list(islice(it, batch_size)):
+        yield chunk
+
+
+def preprocess_image(image: Any, model) -> torch.Tensor:
+    """One image (PIL, path, Sample, array) -> [3, S, S] float32 on the CPU: the one preprocessing
+    of the package. Squash: resized to S x S without cropping (the whole image is scored, whatever
+    its aspect ratio; a map resized back to the image's size lines up with it), bicubic (PIL),
+    then scaled to [0, 1] and normalised with the model's mean and std. The same as open_clip's
+    eval transform with ``resize_mode="squash"`` (``squash_transform``)."""
+    size = model.image_size
+    array = np.asarray(to_pil(image).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
+    x = torch.from_numpy(array).permute(2, 0, 1)
+    mean = torch.tensor(model.image_mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(model.image_std, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def squash_transform(model):
+    """open_clip's eval transform (``image_transform_v2``) of this model with ``resize_mode="squash"``
+    and bicubic interpolation: PIL image -> [3, S, S], equal to ``preprocess_image``."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cfg = PreprocessCfg(size=model.image_size, mean=tuple(model.image_mean), std=tuple(model.image_std),
+                        interpolation="bicubic", resize_mode="squash")
+    return image_transform_v2(cfg, is_train=False)
+
+
 def to_batch(images: Any, model) -> torch.Tensor:
     """[B, 3, S, S] on the model's device and dtype, S = model.image_size.
 
-    A tensor (or a list of them) is taken as already preprocessed ([3, S, S] or [B, 3, S, S]). Anything else is
-    resized to S x S without cropping (the whole image is scored, whatever its aspect ratio),
-    bicubic, then normalised with the model's mean and std.
+    A tensor (or a list of them) is taken as already preprocessed ([3, S, S] or [B, 3, S, S]). Anything else
+    goes through `preprocess_image` (squash to S x S, no crop; bicubic; the model's mean and std).
     """
     size = model.image_size
     if isinstance(images, torch.Tensor):
@@ -63,21 +104,15 @@ def to_batch(images: Any, model) -> torch.Tensor:
         if len(shapes) != 1:
             raise ValueError(f"image tensors of different shapes {sorted(shapes)}; expected [3, {size}, {size}] each")
         return to_batch(torch.stack(images), model)
-    arrays = [np.asarray(to_pil(im).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for im in images]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-    mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.image_std).view(1, 3, 1, 1)
-    return ((batch - mean) / std).to(model.device, model.dtype)
+    return torch.stack([preprocess_image(im, model) for im in images]).to(model.device, model.dtype)
 
 
 def resize_mask(mask: Any, size: int) -> np.ndarray:
-    """One mask [H, W] (bool or 0/255; None: normal, all False) to [size, size] bool, nearest."""
-    if mask is None:
-        return np.zeros((size, size), bool)
-    m = np.asarray(mask)
-    if m.shape == (size, size):
-        return m.astype(bool)
-    return np.asarray(Image.fromarray(m.astype(bool).astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 0
+    """One mask [H, W] (bool or 0/255; None: normal, all False) to [size, size] bool, nearest
+    (`lake_interp.metrics.resize_mask`: the same resize pixel_metrics applies to a list of masks)."""
+    from lake_interp.metrics import resize_mask as _resize
+
+    return _resize(mask, size)
 
 
 def resize_map(m: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:

@@ -18,6 +18,8 @@ __all__ = [
     "prepare_scores_labels",
     "prepare_maps_masks",
     "resize_maps_masks",
+    "resize_mask",
+    "stack_masks",
     "undefined",
     "class_counts",
 ]
@@ -97,6 +99,35 @@ def _size_hw(resolution) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def resize_mask(mask, size) -> np.ndarray:
+    """One mask [H, W] (bool, 0/1 or 0/255; None: a normal image, all False) to ``size`` (int or
+    (H, W)) as bool, nearest neighbour with pixel centres aligned (output pixel i reads input pixel
+    floor((i + 0.5) * H / h)): the same sampling as ``resize_maps_masks`` and torch's
+    ``nearest-exact``. The one mask resize of the package (benchmark, interp tools, metrics)."""
+    h, w = _size_hw(size)
+    if mask is None:
+        return np.zeros((h, w), bool)
+    m = _as_bool(as_numpy(mask))
+    if m.ndim != 2:
+        raise ValueError(f"a mask must be [H, W]; got shape {m.shape}")
+    if m.shape == (h, w):
+        return np.ascontiguousarray(m)
+    rows = np.minimum(((np.arange(h) + 0.5) * (m.shape[0] / h)).astype(np.int64), m.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (m.shape[1] / w)).astype(np.int64), m.shape[1] - 1)
+    return np.ascontiguousarray(m[rows[:, None], cols[None, :]])
+
+
+def stack_masks(masks, size) -> np.ndarray:
+    """A list of masks as the datasets give them (None for normal images, each at its image's own
+    size) to one bool array [N, H, W] at ``size``, each resized with ``resize_mask``."""
+    return np.stack([resize_mask(m, size) for m in masks]) if len(masks) else np.zeros((0, *_size_hw(size)), bool)
+
+
+def _is_mask_list(masks) -> bool:
+    """A list/tuple of per-image masks (None entries, any sizes), not one array."""
+    return isinstance(masks, (list, tuple))
+
+
 def resize_maps_masks(maps: np.ndarray, masks: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
     """Resize [N, H, W] maps bilinearly and masks by nearest neighbour to ``size`` (int or (H, W)).
 
@@ -127,9 +158,15 @@ def prepare_maps_masks(maps, masks, resolution=None) -> tuple[np.ndarray, np.nda
     """C-contiguous float32 maps and bool masks, both [N, H, W] of the same shape.
 
     ``resolution`` (int or (H, W)) resizes both to that size first; without it, maps and masks
-    of different sizes raise ValueError.
+    of different sizes raise ValueError. ``masks`` may also be a list as the datasets give it:
+    None for a normal image, each mask at its image's own size; each is then resized (nearest,
+    ``resize_mask``) straight to the evaluation size: ``resolution``, or the maps' size.
     """
     m = _to_nhw(as_numpy(maps), "maps")
+    if _is_mask_list(masks):
+        if len(masks) != m.shape[0]:
+            raise ValueError(f"maps and masks hold different numbers of images: maps {m.shape}, {len(masks)} masks")
+        masks = stack_masks(masks, m.shape[1:] if resolution is None else resolution)
     g = _to_nhw(_as_bool(as_numpy(masks)), "masks")
     if m.shape[0] != g.shape[0]:
         raise ValueError(f"maps and masks hold different numbers of images: maps {m.shape}, masks {g.shape}")

@@ -21,6 +21,10 @@ def image_metrics(scores, labels) -> dict[str, float]:
 def pixel_metrics(maps, masks, resolution=None, fpr_limit: float = 0.3) -> dict[str, float]:
     """Pixel-level ``{"auroc", "ap", "f1_max", "aupro"}`` of maps [N, H, W] against masks [N, H, W].
 
+    * ``masks`` may be what the datasets give: a list with None for a normal image and each mask at
+      its image's own size (e.g. ``[s.mask for s in test]``); each is resized by nearest neighbour
+      (``resize_mask``) to the evaluation size (``resolution``, or the maps' size) first.
+
     * ``resolution``: None (score at the given size; maps and masks must then match) or an int /
       (H, W): maps are resized bilinearly and masks by nearest neighbour to that size first
       (``scipy.ndimage.zoom``, see ``resize_maps_masks``).
