@@ -43,13 +43,13 @@ def score_files(lake, paths: Sequence[Path], out_dir, batch_size: int = 16) -> l
     size (name: the file stem, see output_names), and `<out>/scores.csv`; maps share one colour
     scale (the min and max over all maps). An `out_dir` holding an earlier run is refused."""
     from lake_interp.data.io import load_rgb
+    from lake_interp.lake.inputs import iter_batches
 
     out = Path(out_dir)
     check_new_score_folder(out)
     paths = [Path(p) for p in paths]
     results = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
+    for chunk in iter_batches(paths, batch_size):
         images = [load_rgb(p) for p in chunk]
         r = lake.score(images)
         results += [(im.size, float(s), m) for im, s, m in zip(images, r.image_scores, r.maps.numpy())]

@@ -10,7 +10,7 @@ import torch
 
 from lake_interp.interp.targets import Neurons, check_neurons
 from lake_interp.lake.detector import LakeResult
-from lake_interp.lake.inputs import to_batch
+from lake_interp.lake.inputs import iter_batches, to_batch
 
 
 @dataclass
@@ -45,11 +45,12 @@ def _patch_hooks(grouped: dict[str, torch.Tensor], source_cache: dict[str, torch
 def _score_patched(lake, target: torch.Tensor, grouped, source_cache):
     """Score `target` with the neurons' values taken from `source_cache` (same images, same order),
     one forward pass per batch of LakeConfig.batch_size so that each batch meets its own source rows."""
-    parts = []
-    for start in range(0, len(target), lake.config.batch_size):
-        rows = slice(start, start + lake.config.batch_size)
+    parts, start = [], 0
+    for batch in iter_batches(target, lake.config.batch_size):
+        rows = slice(start, start + len(batch))
         with lake.model.hooks(fwd_hooks=_patch_hooks(grouped, {h: c[rows] for h, c in source_cache.items()})):
-            parts.append(lake.score(target[rows]))
+            parts.append(lake.score(batch))
+        start += len(batch)
     return LakeResult.concat(parts)
 
 
