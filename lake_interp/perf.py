@@ -46,6 +46,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from lake_interp.model.hook_sites import block_hook_names
 from lake_interp.model.precision import PRECISION_NAMES, PRECISIONS
 
 TARGETS = {"hooked_vs_open_clip": 1.05, "hooked_cache4_vs_open_clip": 1.15, "lake_score_vs_encode": 1.25}
@@ -257,7 +258,7 @@ def resid_hooks(model, n: int = 4) -> list[str]:
     """hook_resid_post of n blocks spread over the depth (LAKE's default 0.25/0.5/0.75/1.0)."""
     L = model.cfg.vision.n_layers
     layers = sorted({max(0, round((i + 1) / n * L) - 1) for i in range(n)})
-    return [f"visual.blocks.{l}.hook_resid_post" for l in layers]
+    return block_hook_names(["hook_resid_post"], layers, "visual")
 
 
 def lake_config(model, **changes):

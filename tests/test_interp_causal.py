@@ -177,7 +177,7 @@ def test_sweep_over_k_and_text_weight(planted_model, data):
 def test_neuron_words_against_hand_computation(tiny_model):
     hook_mlp, hook_res = "visual.blocks.3.mlp.hook_post", "visual.blocks.2.hook_resid_post"
     words = ["scratch", "metal", "flawless"]
-    result = neuron_words(tiny_model, [(hook_mlp, 5), (hook_res, 7)], vocabulary=words)
+    result = neuron_words(tiny_model, [(hook_mlp, 5), (hook_res, 7)], vocabulary=words, path="direct")
     with torch.no_grad():
         text = tiny_model.encode_text(tiny_model.tokenizer([f"a photo of {w}." for w in words]))
         text = text / text.norm(dim=-1, keepdim=True)
@@ -187,7 +187,7 @@ def test_neuron_words_against_hand_computation(tiny_model):
             torch.testing.assert_close(result.similarity[row], text @ (e / e.norm()), atol=1e-5, rtol=1e-4)
     assert result.top(1)[0]["top"][0][0] == words[int(result.similarity[0].argmax())]
     with pytest.raises(ValueError, match="not 'visual.blocks.1.ln1.hook_normalized'"):
-        neuron_words(tiny_model, [("visual.blocks.1.ln1.hook_normalized", 0)])
+        neuron_words(tiny_model, [("visual.blocks.1.ln1.hook_normalized", 0)], path="direct")
 
 
 def test_causal_figures_build_and_export(planted_lake, planted_model, data, tmp_path):
@@ -204,7 +204,7 @@ def test_causal_figures_build_and_export(planted_lake, planted_model, data, tmp_
         "single": neuron_sweep_figure(single_neuron_sweep(planted_lake, neurons[:2], support, test[:4], labels[:4])),
         "patching": patching_figure(patched),
         "sweep": sweep_figure(sw, "pixel_auroc"),
-        "words": words_figure(neuron_words(planted_model, neurons)),
+        "words": words_figure(neuron_words(planted_model, neurons, reference=support)),
     }
     assert len(figs["ablation"].data) == 3 and len(figs["sweep"].data) == 2
     assert list(figs["ablation"].data[1].y)[1] == pytest.approx(effect.ablated["pixel_auroc"])

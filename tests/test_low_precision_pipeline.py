@@ -79,7 +79,7 @@ def test_fp16_pipeline_matches_fp32(planted_model, fp32, data, device, tmp_path)
     p32, p16 = patch_neurons(fp32, normal, anomalous, neurons), patch_neurons(lake, normal, anomalous, neurons)
     for label in p32.removed:
         assert p16.removed[label] == pytest.approx(p32.removed[label], abs=0.05), label
-    w32, w16 = neuron_words(planted_model, neurons), neuron_words(half, neurons)
+    w32, w16 = neuron_words(planted_model, neurons, reference=support), neuron_words(half, neurons, reference=support)
     assert w16.similarity.device.type == "cpu"
     close(w16.similarity, w32.similarity, 3e-3)
     assert len(words_figure(w16).data) == 1

@@ -15,6 +15,7 @@ from lake_interp.interp.heatmap import Heatmaps
 from lake_interp.interp.stats import NeuronStats
 from lake_interp.interp.stream import neuron_label
 from lake_interp.interp.top_patches import TopPatches
+from lake_interp.model.hook_sites import hook_label
 from lake_interp.render import overlay
 
 
@@ -78,7 +79,7 @@ def neuron_stats_figure(stats: NeuronStats, top: int = 6, max_points: int = 2000
                                        marker_color=color, opacity=0.6, legendgroup=name, showlegend=k == 0),
                           row=1, col=k + 1)
         fig.update_xaxes(title_text="activation", row=1, col=k + 1)
-    fig.add_trace(go.Bar(x=[h.replace("visual.blocks.", "L") for h in stats.hook_counts], y=list(stats.hook_counts.values()),
+    fig.add_trace(go.Bar(x=[hook_label(h) for h in stats.hook_counts], y=list(stats.hook_counts.values()),
                          name="neurons", marker_color="#00cc96", showlegend=False), row=2, col=1)
     fig.update_yaxes(title_text="density", row=1, col=1)
     fig.update_yaxes(title_text="neurons", row=2, col=1)
@@ -114,7 +115,7 @@ def ablation_figure(effect, metrics=("image_auroc", "pixel_auroc", "pixel_aupro"
 def neuron_sweep_figure(rows: list[dict], top: int = 30) -> go.Figure:
     """Bars of the anomaly-score drop caused by ablating each neuron alone (largest first)."""
     rows = rows[:top]
-    fig = go.Figure(go.Bar(x=[f"{r['hook'].replace('visual.blocks.', 'L')}[{r['index']}]" for r in rows],
+    fig = go.Figure(go.Bar(x=[f"{hook_label(r['hook'])}[{r['index']}]" for r in rows],
                            y=[r["score_drop"] for r in rows]))
     fig.update_layout(title="Single-neuron ablation: drop of the mean anomaly score (anomalous images)",
                       xaxis_title="neuron (layer.site[channel])", yaxis_title="score drop")
@@ -124,7 +125,7 @@ def neuron_sweep_figure(rows: list[dict], top: int = 30) -> go.Figure:
 def patching_figure(result, top: int = 30) -> go.Figure:
     """Fraction of the anomaly score removed (normal -> anomalous) and restored (anomalous -> normal)."""
     rows = result.rows()[:top]
-    x = [r["patched"].replace("visual.blocks.", "L") for r in rows]
+    x = [hook_label(r["patched"]) for r in rows]
     fig = go.Figure()
     fig.add_bar(name="removed (normal values patched into anomalous run)", x=x, y=[r["removed"] for r in rows])
     fig.add_bar(name="restored (anomalous values patched into normal run)", x=x, y=[r["restored"] for r in rows])
@@ -146,10 +147,15 @@ def sweep_figure(result, metric: str = "image_auroc") -> go.Figure:
 
 
 def words_figure(words, top_neurons: int = 20) -> go.Figure:
-    """Heatmap: cosine of each neuron's written direction with each word's text embedding."""
+    """Heatmap: cosine of each neuron's written direction with each word's text embedding (RdBu_r:
+    red = high, blue = low, white = 0; the first neuron in the top row, in every format)."""
     sim = words.similarity[:top_neurons].numpy()
-    y = [f"{h.replace('visual.blocks.', 'L')}[{i}]" for h, i in words.neurons[:top_neurons]]
-    fig = go.Figure(go.Heatmap(z=sim, x=words.words, y=y, colorscale="RdBu", zmid=0, colorbar={"title": "cosine"}))
-    fig.update_layout(title="Neuron to language: cosine of the written direction with word embeddings",
+    y = [f"{hook_label(h)}[{i}]" for h, i in words.neurons[:top_neurons]]
+    fig = go.Figure(go.Heatmap(z=sim, x=words.words, y=y, colorscale="RdBu_r", zmid=0, colorbar={"title": "cosine"}))
+    fig.update_yaxes(autorange="reversed")
+    path = getattr(words, "path", "direct")
+    how = (f"carried through the later blocks ({words.n_reference} reference images)" if path == "carried"
+           else "direct write, read by ln_post at once")
+    fig.update_layout(title=f"Neuron to language: cosine of the written direction ({how}) with word embeddings",
                       xaxis_title="word", yaxis_title="neuron")
     return fig

@@ -9,7 +9,6 @@ are left out of both classes (counted in `n_boundary`, `n_skipped_images`).
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from lake_interp.interp.stream import neuron_list, stream_activations
 from lake_interp.interp.targets import Neurons
 from lake_interp.lake.inputs import resize_mask
 from lake_interp.metrics import auroc as auroc_metric
+from lake_interp.model.hook_sites import parse_hook_name
 
 
 @dataclass
@@ -97,10 +97,10 @@ def depth_counts(pairs: list[tuple[str, int]]) -> tuple[dict[str, int], dict[int
     hooks = Counter(h for h, _ in pairs)
     layers, sites = Counter(), Counter()
     for h, c in hooks.items():
-        match = re.match(r"visual\.blocks\.(\d+)\.(.+)", h)
-        if match:
-            layers[int(match[1])] += c
-            sites[match[2]] += c
+        parsed = parse_hook_name(h)
+        if parsed.block is not None:
+            layers[parsed.block] += c
+            sites[parsed.site] += c
     return dict(hooks), dict(sorted(layers.items())), dict(sites)
 
 

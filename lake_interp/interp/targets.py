@@ -7,6 +7,7 @@ from typing import Iterable, Union
 import torch
 
 from lake_interp.lake.neurons import NeuronSet
+from lake_interp.model.hook_sites import check_channels
 
 Neurons = Union[NeuronSet, Iterable[tuple[str, int]]]
 
@@ -31,31 +32,11 @@ def group_by_hook(neurons: Neurons) -> dict[str, torch.Tensor]:
 
 
 def check_neurons(model, neurons: Neurons) -> dict[str, torch.Tensor]:
-    """group_by_hook, with a clear error for unknown hook names or channels beyond the width."""
+    """group_by_hook, with a clear error for unknown hook names or channels beyond the width
+    (the registry's checks, `lake_interp.model.hook_sites.check_channels`)."""
     grouped = group_by_hook(neurons)
     if not grouped:
         raise ValueError("no neurons given")
-    widths = hook_widths(model)
     for hook, idx in grouped.items():
-        model.check_hook_names([hook])
-        if hook not in widths:
-            raise ValueError(f"hook {hook!r} has no neuron axis; use a [batch, pos, d] hook such as hook_resid_post or mlp.hook_post")
-        if int(idx.min()) < 0 or int(idx.max()) >= widths[hook]:
-            raise ValueError(f"channel {int(idx.max())} out of range for {hook} (width {widths[hook]})")
+        check_channels(model, hook, idx.tolist())
     return grouped
-
-
-def hook_widths(model) -> dict[str, int]:
-    """Width of the last axis of every [batch, pos, d] hook of the vision tower."""
-    block = model.cfg.vision.block
-    widths = {}
-    for name in model.hook_dict:
-        if not name.startswith("visual.blocks."):
-            continue
-        last = name.split(".", 3)[3]
-        if last in ("mlp.hook_pre", "mlp.hook_post"):
-            widths[name] = block.d_mlp
-        elif last in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-                      "ln1.hook_normalized", "ln2.hook_normalized"):
-            widths[name] = block.d_model
-    return widths

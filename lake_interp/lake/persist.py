@@ -17,6 +17,9 @@ from lake_interp.lake.neurons import NeuronSet
 from lake_interp.model.precision import PRECISION_NAMES, PRECISIONS
 
 FORMAT = "lake_interp.lake/1"
+# 2: ln*.hook_normalized is LayerNorm's input normalised BEFORE weight and bias (TransformerLens);
+# detectors saved without this field read it after weight and bias (what is now ln*.hook_out).
+HOOK_SEMANTICS = 2
 
 
 def weights_sha256(model, round_to: Optional[torch.dtype]) -> str:
@@ -94,8 +97,22 @@ def save_lake(lake, path) -> None:
         "neurons": lake.neurons.to_dict() if lake.neurons is not None else None,
         "support": lake.support_sources,  # image files the bank was built from (null: in memory / unknown)
         "versions": versions(),
+        "hook_semantics": HOOK_SEMANTICS,
     }
     (path / "lake.json").write_text(json.dumps(meta, indent=1))
+
+
+def check_hook_semantics(meta: dict, where) -> None:
+    """Refuse a detector that read `ln*.hook_normalized` when that name meant the LayerNorm output
+    after weight and bias: the name now means the tensor before them (`ln*.hook_out` is the old one)."""
+    if meta.get("hook_semantics", 1) >= HOOK_SEMANTICS:
+        return
+    sites = [s for s in (meta.get("config") or {}).get("sites", ()) if s.endswith("hook_normalized")]
+    if sites:
+        new = [s.replace("hook_normalized", "hook_out") for s in sites]
+        raise ValueError(f"{where}: fitted on {sites}, which then meant the LayerNorm output after weight and bias; "
+                         f"that hook is now {new} (hook_normalized is now before them, as in TransformerLens): "
+                         f"refit, with sites {new} for the same neurons")
 
 
 def load_lake(path, model):
@@ -122,6 +139,7 @@ def load_lake(path, model):
     if fitted_dtype != model.dtype:
         warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {PRECISION_NAMES[model.dtype]} compares "
                       f"{PRECISION_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
+    check_hook_semantics(meta, path / "lake.json")
     lake = Lake(model, LakeConfig.from_dict(meta["config"]), meta["class_name"])
     try:
         tensors = load_file(str(tensor_path), device=str(model.device))

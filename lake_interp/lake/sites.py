@@ -1,13 +1,16 @@
-"""Hook point names from LakeConfig sites and layers (layers relative to depth or absolute)."""
+"""Hook point names from LakeConfig sites and layers (layers relative to depth or absolute).
+
+The sites (block hooks with a channel axis) and the name format come from the registry,
+`lake_interp.model.hook_sites`.
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-BLOCK_SITES = (
-    "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-    "mlp.hook_pre", "mlp.hook_post", "ln1.hook_normalized", "ln2.hook_normalized",
-)
+from lake_interp.model.hook_sites import NEURON_SITES, block_hook_names
+
+BLOCK_SITES = NEURON_SITES  # the sites whose channels LAKE can select
 
 
 def resolve_layer(layer: int | float, n_layers: int) -> int:
@@ -28,4 +31,4 @@ def hook_names(sites: Sequence[str], layers: Sequence[int | float], n_layers: in
         if site not in BLOCK_SITES:
             raise ValueError(f"unknown site {site!r}; expected one of {BLOCK_SITES}")
     blocks = sorted({resolve_layer(layer, n_layers) for layer in layers})
-    return [f"visual.blocks.{b}.{site}" for b in blocks for site in sites]
+    return block_hook_names(sites, blocks, "visual")

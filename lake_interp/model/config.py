@@ -1,4 +1,9 @@
-"""Plain-data configs of a HookedCLIP, read off an open_clip model by `convert.config_from_open_clip`."""
+"""Plain-data configs of a HookedCLIP, read off an open_clip model by `convert.config_from_open_clip`.
+
+Each tower's config also reads as a TransformerLens `HookedTransformerConfig` would
+(`model.cfg.vision.n_layers`, `.d_model`, `.n_heads`, `.d_head`, `.d_mlp`, `.act_fn`, `.n_ctx`,
+`.normalization_type`, ...), so TransformerLens code written against `model.cfg` runs on a tower.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,30 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu"]
+# TransformerLens names of the activations (quick_gelu has none there: x * sigmoid(1.702 x))
+TL_ACT_FN = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "quick_gelu": "quick_gelu"}
+
+
+class _TransformerLensView:
+    """TransformerLens `HookedTransformerConfig` field names for a tower config."""
+
+    block: "BlockConfig"
+    n_layers: int
+
+    d_model = property(lambda self: self.block.d_model)
+    n_heads = property(lambda self: self.block.n_heads)
+    d_head = property(lambda self: self.block.d_head)
+    d_mlp = property(lambda self: self.block.d_mlp)
+    act_fn = property(lambda self: TL_ACT_FN[self.block.act])
+    eps = property(lambda self: self.block.ln_eps)
+    normalization_type = "LN"  # LayerNorm with weight and bias everywhere (nothing folded)
+    final_rms = False
+    attn_only = False
+    parallel_attn_mlp = False
+    positional_embedding_type = "standard"  # learned absolute positions
+    use_attn_result = False
+    n_key_value_heads = None
+    default_prepend_bos = False
 
 
 @dataclass(frozen=True)
@@ -25,7 +54,7 @@ class BlockConfig:
 
 
 @dataclass(frozen=True)
-class VisionConfig:
+class VisionConfig(_TransformerLensView):
     block: BlockConfig
     n_layers: int
     image_size: int
@@ -39,9 +68,21 @@ class VisionConfig:
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
+    @property
+    def n_ctx(self) -> int:
+        """Tokens: the class token, then grid_size ** 2 patches."""
+        return self.grid_size**2 + 1
+
+    @property
+    def d_vocab(self) -> int:
+        """No vocabulary: the patch embedding reads 3 * patch_size ** 2 pixel values."""
+        return 3 * self.patch_size**2
+
+    original_architecture = "open_clip.VisionTransformer"
+
 
 @dataclass(frozen=True)
-class TextConfig:
+class TextConfig(_TransformerLensView):
     block: BlockConfig
     n_layers: int
     context_length: int
@@ -52,6 +93,10 @@ class TextConfig:
     eos_id: int = 2
     projection: Literal["param", "linear", "linear_bias", "none"] = "param"
 
+    n_ctx = property(lambda self: self.context_length)
+    d_vocab = property(lambda self: self.vocab_size)
+    original_architecture = "open_clip.TextTransformer"
+
 
 @dataclass(frozen=True)
 class HookedCLIPConfig:
@@ -59,6 +104,20 @@ class HookedCLIPConfig:
     text: TextConfig
     logit_bias: bool = False  # SigLIP-style bias on the logits
     name: Optional[str] = field(default=None, compare=False)
+
+    # TransformerLens fields of the default tower (vision), for TransformerLens code that reads
+    # `model.cfg` (e.g. `transformer_lens.patching`); each tower's own: `cfg.vision`, `cfg.text`.
+    n_layers = property(lambda self: self.vision.n_layers)
+    d_model = property(lambda self: self.vision.d_model)
+    n_heads = property(lambda self: self.vision.n_heads)
+    d_head = property(lambda self: self.vision.d_head)
+    d_mlp = property(lambda self: self.vision.d_mlp)
+    n_ctx = property(lambda self: self.vision.n_ctx)
+    act_fn = property(lambda self: self.vision.act_fn)
+    normalization_type = "LN"
+    n_key_value_heads = None
+    attn_only = False
+    device = None  # TransformerLens utilities allocate their result tensors here (None: the CPU)
 
     def to_dict(self) -> dict:
         return asdict(self)

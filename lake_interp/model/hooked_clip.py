@@ -1,32 +1,35 @@
 """HookedCLIP: both towers of an open_clip CLIP as a TransformerLens `HookedRootModule`.
 
-Hook points (vision under `visual.`, text under `text.`; l is the block index):
+Hook points (vision under `visual.`, text under `text.`; l is the block index). The registry of
+sites, their shapes and widths is `lake_interp.model.hook_sites`; in short:
 
     visual.hook_embed                      [batch, pos, d_model]  class + patch tokens + positions
-    visual.ln_pre.hook_scale               [batch, pos, 1]        (absent with no_ln_pre)
-    visual.ln_pre.hook_normalized          [batch, pos, d_model]
+    visual.ln_pre.hook_scale / hook_normalized / hook_out          (absent with no_ln_pre)
     {tower}.blocks.{l}.hook_resid_pre      [batch, pos, d_model]
-    {tower}.blocks.{l}.ln1.hook_scale      [batch, pos, 1]
-    {tower}.blocks.{l}.ln1.hook_normalized [batch, pos, d_model]
+    {tower}.blocks.{l}.ln1.hook_scale      [batch, pos, 1]        sqrt(var + eps)
+    {tower}.blocks.{l}.ln1.hook_normalized [batch, pos, d_model]  (x - mean) / scale, BEFORE weight and bias
+    {tower}.blocks.{l}.ln1.hook_out        [batch, pos, d_model]  ln1 output, after weight and bias
     {tower}.blocks.{l}.attn.hook_q/k/v     [batch, pos, head, d_head]
     {tower}.blocks.{l}.attn.hook_attn_scores [batch, head, query_pos, key_pos] (mask added)
     {tower}.blocks.{l}.attn.hook_pattern   [batch, head, query_pos, key_pos]
     {tower}.blocks.{l}.attn.hook_z         [batch, pos, head, d_head]
     {tower}.blocks.{l}.hook_attn_out       [batch, pos, d_model]  added to the stream (after LayerScale)
     {tower}.blocks.{l}.hook_resid_mid      [batch, pos, d_model]
-    {tower}.blocks.{l}.ln2.hook_scale      [batch, pos, 1]
-    {tower}.blocks.{l}.ln2.hook_normalized [batch, pos, d_model]
+    {tower}.blocks.{l}.ln2.hook_scale / hook_normalized / hook_out
     {tower}.blocks.{l}.mlp.hook_pre        [batch, pos, d_mlp]
     {tower}.blocks.{l}.mlp.hook_post       [batch, pos, d_mlp]    the MLP neurons
     {tower}.blocks.{l}.hook_mlp_out        [batch, pos, d_model]  added to the stream (after LayerScale)
     {tower}.blocks.{l}.hook_resid_post     [batch, pos, d_model]
-    visual.ln_post.hook_scale/normalized   [batch, pos, ...] ([batch, ...] with final_ln_after_pool)
+    visual.ln_post.hook_scale/normalized/out [batch, pos, ...] ([batch, ...] with final_ln_after_pool)
     visual.hook_pooled                     [batch, d_model]
     visual.hook_image_embed                [batch, embed_dim]     after proj
     text.hook_embed                        [batch, ctx, d_model]
-    text.ln_final.hook_scale/normalized    [batch, ctx, ...]
+    text.ln_final.hook_scale/normalized/out [batch, ctx, ...]
     text.hook_pooled                       [batch, d_model]
     text.hook_text_embed                   [batch, embed_dim]
+
+Short TransformerLens names (`blocks.3.hook_resid_post`, `utils.get_act_name("resid_post", 3)`)
+resolve in the vision tower, in hooks, names filters and cache keys.
 
 Vision token order: position 0 is the class token, then the patches in row-major order.
 """
@@ -46,9 +49,12 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 from transformer_lens import HookedRootModule
 
+from lake_interp.model import hook_sites
+from lake_interp.model.cache import CLIPActivationCache
 from lake_interp.model.components import TextTower, VisionTower
 from lake_interp.model.config import HookedCLIPConfig
-from lake_interp.model.convert import config_from_open_clip, state_dict_from_open_clip
+from lake_interp.model.convert import config_from_open_clip, match_dtypes, state_dict_from_open_clip
+from lake_interp.model.tokenizer import resolve_tokenizer
 from lake_interp.model.tokens import patch_grid
 
 RANDOM_WEIGHTS_WARNING = (
@@ -86,34 +92,37 @@ class HookedCLIP(HookedRootModule):
         oc: nn.Module,
         name: Optional[str] = None,
         preprocess: Optional[Callable] = None,
-        tokenizer: Optional[Callable] = None,
+        tokenizer=None,
     ) -> "HookedCLIP":
-        """The same weights as the open_clip model `oc`, hooked (weights are copied)."""
+        """The same weights as the open_clip model `oc`, hooked (weights are copied), each parameter
+        in the dtype open_clip holds it in (its precision='fp16'/'bf16' keeps LayerNorms, embeddings
+        and the logit scale fp32). `name`: the open_clip model name, which picks the tokenizer as
+        open_clip.get_tokenizer does; without it the tokenizer is read off the text tower, or refused
+        where that cannot tell. `tokenizer`: a callable or a local Hugging Face tokenizer folder."""
         cfg = config_from_open_clip(oc, name)
         pre = _preprocess_cfg(oc, cfg.vision.image_size)
         if preprocess is None:
             preprocess = image_transform_v2(pre, is_train=False)
-        if tokenizer is None:
-            tokenizer = _default_tokenizer(name, cfg.text.context_length)
-        param = oc.visual.conv1.weight  # open_clip keeps some parameters fp32 in low precision
-        model = cls(cfg, preprocess, tokenizer).to(device=param.device, dtype=param.dtype)
-        for p in (model.logit_scale, model.logit_bias):
-            if p is not None:  # fp32 as in open_clip: exp(logit_scale) in bf16 is 1 % off
-                p.data = p.data.float()
-        model.load_state_dict(state_dict_from_open_clip(oc), strict=True)
+        tokenizer = _default_tokenizer(name, cfg, tokenizer)
+        state = state_dict_from_open_clip(oc, name)
+        model = cls(cfg, preprocess, tokenizer).to(device=oc.visual.conv1.weight.device)
+        match_dtypes(model, state)
+        model.load_state_dict(state, strict=True)
         model.image_mean, model.image_std = tuple(pre.mean), tuple(pre.std)
         return model
 
     @classmethod
-    def from_pretrained(cls, name: str, pretrained: Optional[str], **kwargs) -> "HookedCLIP":
+    def from_pretrained(cls, name: str, pretrained: Optional[str], tokenizer=None, **kwargs) -> "HookedCLIP":
         """Load as open_clip does: `name` a model config (or `lake-tiny`), `pretrained` a tag
         ("openai", "laion2b_s34b_b88k", ...), a local checkpoint path, or None for random weights
-        (explicitly asked for, loudly warned). kwargs go to `open_clip.create_model_and_transforms`
+        (explicitly asked for, loudly warned). `tokenizer`: None (open_clip's for `name`; a hub
+        tokenizer that is not cached fails at once offline, saying what to download), a callable or a
+        local Hugging Face tokenizer folder. kwargs go to `open_clip.create_model_and_transforms`
         (device, precision, cache_dir, ...)."""
         from lake_interp.model.loading import NONE_TAGS, load_open_clip
 
         pretrained = None if pretrained in NONE_TAGS else str(pretrained)
-        oc, preprocess, tokenizer = load_open_clip(name, pretrained, **kwargs)
+        oc, preprocess, tokenizer = load_open_clip(name, pretrained, tokenizer, **kwargs)
         model = cls.from_open_clip(oc, name, preprocess, tokenizer)
         model.pretrained = pretrained
         if pretrained is None:
@@ -183,24 +192,64 @@ class HookedCLIP(HookedRootModule):
     def check_hook_names(self, names) -> None:
         """ValueError naming the first unknown hook point (with similar names), instead of a KeyError
         or, for a names_filter list, an empty cache."""
-        for name in names:
-            if isinstance(name, str) and name not in self.hook_dict:
-                similar = [n for n in self.hook_dict if n.split(".")[-1] == name.split(".")[-1]][:3]
-                raise ValueError(f"unknown hook name {name!r}; e.g. {similar or list(self.hook_dict)[:3]} "
-                                 f"(model.hook_names() lists them all)")
+        hook_sites.check_hook_names(self, names)
+
+    def resolve_hook_name(self, name, tower: str = "visual"):
+        """A full hook name: full names as they are, short TransformerLens names in `tower`."""
+        return hook_sites.resolve_name(self, name, tower)
 
     def hooks(self, fwd_hooks=(), bwd_hooks=(), *args, **kwargs):
-        """TransformerLens `hooks` (also behind run_with_hooks), refusing unknown hook names."""
-        fwd_hooks, bwd_hooks = list(fwd_hooks), list(bwd_hooks)  # read once: a generator is consumed
+        """TransformerLens `hooks` (also behind run_with_hooks), refusing unknown hook names; short
+        TransformerLens names resolve in the vision tower."""
+        fwd_hooks = [(self.resolve_hook_name(n), fn) for n, fn in fwd_hooks]  # read once: a generator is consumed
+        bwd_hooks = [(self.resolve_hook_name(n), fn) for n, fn in bwd_hooks]
         self.check_hook_names([name for name, _ in [*fwd_hooks, *bwd_hooks]])
         return super().hooks(fwd_hooks, bwd_hooks, *args, **kwargs)
 
     def get_caching_hooks(self, names_filter=None, *args, **kwargs):
         """TransformerLens `get_caching_hooks` (behind run_with_cache), refusing unknown names in a
-        name or list filter."""
-        if isinstance(names_filter, (str, list, tuple)):
+        name or list filter; short names resolve in the vision tower."""
+        if isinstance(names_filter, str):
+            names_filter = self.resolve_hook_name(names_filter)
+        elif isinstance(names_filter, (list, tuple)):
+            names_filter = [self.resolve_hook_name(n) for n in names_filter]
+        if isinstance(names_filter, (str, list)):
             self.check_hook_names([names_filter] if isinstance(names_filter, str) else names_filter)
         return super().get_caching_hooks(names_filter, *args, **kwargs)
+
+    def run_with_cache(self, *model_args, return_cache_object: bool = True, remove_batch_dim: bool = False,
+                       **kwargs):
+        """As TransformerLens: (output, cache) with cache a `CLIPActivationCache` (TransformerLens's
+        ActivationCache; `cache.visual` / `cache.text` per tower), or a plain dict with
+        return_cache_object=False."""
+        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, CLIPActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+
+    # ----------------------------------------------------------------- TransformerLens weight views
+    # Of the vision tower, the default tower; `model.text.W_Q` etc. for the text tower.
+    W_E = property(lambda self: self.visual.W_E)
+    W_pos = property(lambda self: self.visual.W_pos)
+    W_Q = property(lambda self: self.visual.W_Q)
+    W_K = property(lambda self: self.visual.W_K)
+    W_V = property(lambda self: self.visual.W_V)
+    W_O = property(lambda self: self.visual.W_O)
+    b_Q = property(lambda self: self.visual.b_Q)
+    b_K = property(lambda self: self.visual.b_K)
+    b_V = property(lambda self: self.visual.b_V)
+    b_O = property(lambda self: self.visual.b_O)
+    W_in = property(lambda self: self.visual.W_in)
+    b_in = property(lambda self: self.visual.b_in)
+    W_out = property(lambda self: self.visual.W_out)
+    b_out = property(lambda self: self.visual.b_out)
+    QK = property(lambda self: self.visual.QK)
+    OV = property(lambda self: self.visual.OV)
+
+    @property
+    def blocks(self):
+        """The vision tower's blocks (TransformerLens's `model.blocks`); `model.text.blocks` for text."""
+        return self.visual.blocks
 
 
 def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:
@@ -209,7 +258,6 @@ def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:
     return PreprocessCfg(**{"size": image_size, **cfg})
 
 
-def _default_tokenizer(name: Optional[str], context_length: int) -> Callable:
-    if name is not None and name in open_clip.list_models():
-        return open_clip.get_tokenizer(name, context_length=context_length)
-    return open_clip.SimpleTokenizer(context_length=context_length)
+def _default_tokenizer(name: Optional[str], cfg: HookedCLIPConfig, tokenizer=None) -> Callable:
+    """The model's tokenizer, checked against its text tower (lake_interp.model.tokenizer)."""
+    return resolve_tokenizer(name, cfg.text, tokenizer)

@@ -29,6 +29,28 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]: pattern-weighted values
         nn.init.xavier_uniform_(self.in_proj_weight)
 
+    # ----------------------------------------------------------------- TransformerLens weight views
+    # Views of the fused open_clip weights (they share storage: edits write through), in the shapes of
+    # TransformerLens: q = x @ W_Q[h] + b_Q[h]; attn output = sum_h z[h] @ W_O[h] + b_O (LayerScale
+    # of the block, if any, multiplies after).
+    def _in(self, i: int) -> torch.Tensor:
+        d = self.in_proj_weight.shape[1]
+        return rearrange(self.in_proj_weight[i * d : (i + 1) * d], "(h e) m -> h m e", h=self.n_heads)
+
+    def _in_bias(self, i: int) -> torch.Tensor:
+        d = self.in_proj_weight.shape[1]
+        return rearrange(self.in_proj_bias[i * d : (i + 1) * d], "(h e) -> h e", h=self.n_heads)
+
+    W_Q = property(lambda self: self._in(0), doc="[n_heads, d_model, d_head]")
+    W_K = property(lambda self: self._in(1), doc="[n_heads, d_model, d_head]")
+    W_V = property(lambda self: self._in(2), doc="[n_heads, d_model, d_head]")
+    b_Q = property(lambda self: self._in_bias(0), doc="[n_heads, d_head]")
+    b_K = property(lambda self: self._in_bias(1), doc="[n_heads, d_head]")
+    b_V = property(lambda self: self._in_bias(2), doc="[n_heads, d_head]")
+    W_O = property(lambda self: rearrange(self.out_proj.weight, "m (h e) -> h e m", h=self.n_heads),
+                   doc="[n_heads, d_head, d_model]")
+    b_O = property(lambda self: self.out_proj.bias, doc="[d_model]")
+
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: [batch, pos, d_model]; attn_mask: additive [pos, pos] or None. Returns [batch, pos, d_model]."""
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)

@@ -1,4 +1,9 @@
-"""LayerNorm with TransformerLens hook points, computed in fp32 and cast back."""
+"""LayerNorm with TransformerLens hook points, computed in fp32 (float64 inputs: float64) and cast back.
+
+Hook semantics as in TransformerLens: `hook_scale` is sqrt(var + eps) and `hook_normalized` the
+centred input divided by it, BEFORE the weight and bias; `hook_out` is the output of the layer
+(after weight and bias: what the next sublayer reads).
+"""
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +20,18 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model))
         self.hook_scale = HookPoint()  # [..., 1]: sqrt(var + eps) of each vector
-        self.hook_normalized = HookPoint()  # [..., d_model]: output, after weight and bias
+        self.hook_normalized = HookPoint()  # [..., d_model]: (x - mean) / scale, before weight and bias
+        self.hook_out = HookPoint()  # [..., d_model]: output, after weight and bias
+
+    @property
+    def w(self) -> torch.Tensor:
+        """TransformerLens name of the weight."""
+        return self.weight
+
+    @property
+    def b(self) -> torch.Tensor:
+        """TransformerLens name of the bias."""
+        return self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._normalize(x, hooked=True)
@@ -26,13 +42,13 @@ class LayerNorm(nn.Module):
 
     def _normalize(self, x: torch.Tensor, hooked: bool) -> torch.Tensor:
         dtype = x.dtype
-        if not (hooked and has_hooks(self.hook_scale)):  # same function, one fused kernel, when the scale is not looked at
-            out = F.layer_norm(x.float(), x.shape[-1:], self.weight.float(), self.bias.float(), self.eps).to(dtype)
-            return self.hook_normalized(out) if hooked else out
-        x = x.float()
+        compute = torch.promote_types(dtype, torch.float32)  # fp32 for fp16/bf16, float64 stays float64
+        inner = hooked and (has_hooks(self.hook_scale) or has_hooks(self.hook_normalized))
+        if not inner:  # same function, one fused kernel, when scale and normalized are not looked at
+            out = F.layer_norm(x.to(compute), x.shape[-1:], self.weight.to(compute), self.bias.to(compute), self.eps).to(dtype)
+            return self.hook_out(out) if hooked else out
+        x = x.to(compute)
         x = x - x.mean(-1, keepdim=True)
-        scale = (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
-        if hooked:
-            scale = self.hook_scale(scale)
-        out = (x / scale * self.weight.float() + self.bias.float()).to(dtype)
-        return self.hook_normalized(out) if hooked else out
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        normalized = self.hook_normalized(x / scale)
+        return self.hook_out((normalized * self.weight.to(compute) + self.bias.to(compute)).to(dtype))

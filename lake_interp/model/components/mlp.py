@@ -33,5 +33,11 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp]: after the activation (the neurons)
         self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
 
+    # TransformerLens weight views (shared storage): hidden = x @ W_in + b_in; out = post @ W_out + b_out
+    W_in = property(lambda self: self.c_fc.weight.T, doc="[d_model, d_mlp]")
+    b_in = property(lambda self: self.c_fc.bias, doc="[d_mlp]")
+    W_out = property(lambda self: self.c_proj.weight.T, doc="[d_mlp, d_model]")
+    b_out = property(lambda self: self.c_proj.bias, doc="[d_model]")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.hook_post(self.act(self.hook_pre(self.c_fc(x)))))

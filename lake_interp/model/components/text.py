@@ -6,10 +6,11 @@ from transformer_lens.hook_points import HookPoint
 
 from lake_interp.model.components.block import TransformerBlock
 from lake_interp.model.components.layer_norm import LayerNorm
+from lake_interp.model.components.weights import TowerWeights
 from lake_interp.model.config import TextConfig
 
 
-class TextTower(nn.Module):
+class TextTower(TowerWeights, nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
@@ -29,6 +30,16 @@ class TextTower(nn.Module):
         self.hook_text_embed = HookPoint()  # [batch, output_dim]
         mask = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu_(1)
         self.register_buffer("attn_mask", mask if cfg.causal_mask else None, persistent=False)
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """[d_vocab, d_model]: the token embedding."""
+        return self.token_embedding.weight
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        """[n_ctx, d_model]"""
+        return self.positional_embedding
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [batch, context_length] int -> [batch, output_dim]."""

@@ -7,10 +7,11 @@ from transformer_lens.hook_points import HookPoint
 
 from lake_interp.model.components.block import TransformerBlock
 from lake_interp.model.components.layer_norm import LayerNorm
+from lake_interp.model.components.weights import TowerWeights
 from lake_interp.model.config import VisionConfig
 
 
-class VisionTower(nn.Module):
+class VisionTower(TowerWeights, nn.Module):
     """Token order: position 0 is the class token, then the patches in row-major order."""
 
     def __init__(self, cfg: VisionConfig):
@@ -29,6 +30,22 @@ class VisionTower(nn.Module):
         self.hook_pooled = HookPoint()  # [batch, d_model]: pooled, after ln_post
         self.proj = nn.Parameter(torch.zeros(d, cfg.output_dim))
         self.hook_image_embed = HookPoint()  # [batch, output_dim]
+
+    @property
+    def W_E(self) -> torch.Tensor:
+        """[3 * patch_size ** 2, d_model]: the patch embedding as a matrix (input order: channel, row,
+        column of the patch's pixels, as `conv1.weight` flattened)."""
+        return rearrange(self.conv1.weight, "d c ph pw -> (c ph pw) d")
+
+    @property
+    def W_pos(self) -> torch.Tensor:
+        """[n_ctx, d_model]: position 0 the class token's, then the patches row-major."""
+        return self.positional_embedding
+
+    @property
+    def W_proj(self) -> torch.Tensor:
+        """[d_model, embed_dim]: into the joint space (after ln_post)."""
+        return self.proj
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: [batch, 3, image_size, image_size] -> [batch, output_dim]."""
