@@ -147,7 +147,7 @@ def cmd_demo(args) -> int:
 
     model = load_model(args.model, args.pretrained, args.device, args.precision)
     report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
-                      k_neurons=args.k_neurons, random_weights=model.random_weights)
+                      k_neurons=args.k_neurons, random_weights=model.random_weights, progress=not args.no_progress)
     print(f"demo report: {report} (and {report.with_suffix('.html')})")
     return 0
 
@@ -158,7 +158,7 @@ def cmd_figures(args) -> int:
     cfg = StudyConfig.from_json(args.config)
     model = load_model(cfg.model, cfg.pretrained, args.device, args.precision)
     command = f"lake-interp figures --config {args.config} --out {args.out}"
-    made = run_study(model, cfg, args.out, command=command)
+    made = run_study(model, cfg, args.out, command=command, progress=not args.no_progress)
     print(f"wrote {len(made)} figures to {args.out}: " + ", ".join(m["name"] for m in made))
     return 0
 
@@ -214,11 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k-neurons", type=int, default=None, help="default: 100, or 16 for lake-tiny")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("figures", help="regenerate every interpretability figure of a study from a JSON config")
     p.add_argument("--config", required=True, type=Path, help="study config (see lake_interp/study.py: StudyConfig)")
     p.add_argument("--out", type=Path, default=Path("figures"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_args(p)
     p.set_defaults(func=cmd_figures)
 

@@ -23,8 +23,9 @@ WARNING = ("**RANDOM WEIGHTS: this model was loaded with `--pretrained none`. Ev
 
 
 def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots: int = 2, seed: int = 0,
-             k_neurons: Optional[int] = None, random_weights: bool = False) -> Path:
-    """Writes `<out>/data` (synthetic MVTec-AD layout), `<out>/images/*.png`, `<out>/report.md|html`."""
+             k_neurons: Optional[int] = None, random_weights: bool = False, progress: bool = True) -> Path:
+    """Writes `<out>/data` (synthetic MVTec-AD layout), `<out>/images/*.png`, `<out>/report.md|html`;
+    progress: a tqdm bar over the categories (fit, score, maps)."""
     out = Path(out_dir)
     root = out / "data"
     synthetic_data(root, list(categories), seed)
@@ -32,7 +33,9 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
     config = LakeConfig(k_neurons=k_neurons or min(100, width // 4))
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows, figures = [], []
-    for category in categories:
+    from tqdm.auto import tqdm
+
+    for category in tqdm(categories, desc="demo: fit and score", unit="category", disable=not progress):
         support = MVTecAD(root, category, "train").few_shot(shots, seed)
         lake = Lake(model, config, class_name=class_name_for(category)).fit(support)
         test = MVTecAD(root, category, "test")

@@ -70,8 +70,9 @@ def _caption_suffix(cfg: StudyConfig, model) -> str:
             f"{', '.join(cfg.categories)}, shots {cfg.shots}, seeds {cfg.seeds}.{warn}")
 
 
-def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figures") -> list[dict]:
-    """Make every figure; returns [{name, caption, files}] (also written to README.md).
+def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figures", progress: bool = True) -> list[dict]:
+    """Make every figure; returns [{name, caption, files}] (also written to README.md). progress:
+    a tqdm bar over the figures (and the benchmark's and sweeps' own bars).
 
     The whole config is checked before anything is written; an `out_dir` holding another study
     (a different study_config.json) is refused."""
@@ -87,6 +88,10 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
     base = LakeConfig.from_dict(cfg.lake)
     suffix = _caption_suffix(cfg, model)
     made = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=7, desc="figures", unit="figure", disable=not progress)
+    doing = lambda what: bar.set_postfix_str(what)  # noqa: E731  what the next step computes
 
     def emit(name: str, fig: go.Figure, caption: str, data, width=8.0, height=4.5):
         fig.update_layout(title={"text": fig.layout.title.text or name})
@@ -100,11 +105,13 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         full = f"{caption} {suffix}"
         (out / f"{name}.caption.txt").write_text(full + "\n")
         made.append({"name": name, "caption": full, "files": [f.name for f in files]})
+        bar.update(1)
 
     # 1. selected vs random neurons (and the baselines), over categories, shots, seeds
     spec = BenchmarkSpec(dataset, root, cfg.model, model.pretrained, cfg.categories, cfg.shots, cfg.seeds,
                          methods=cfg.methods, config=cfg.lake)
-    rows = run_benchmark(model, spec, out / "benchmark", progress=False)
+    doing("fig1: benchmark of every method, shot and seed")
+    rows = run_benchmark(model, spec, out / "benchmark", progress=progress)
     emit("fig1_selected_vs_random", _methods_figure(rows, spec), (
         "Selected (variance top-K, lake) vs random neurons (lake_random) and the other methods of the table ("
         + "; ".join(f"{m}: {METHODS[m].computes}" for m in spec.methods if m not in ("lake", "lake_random"))
@@ -122,17 +129,20 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         ("fig2_metrics_vs_k", "k_neurons", cfg.k_values, "Image and pixel AUROC vs K neurons per hook"),
         ("fig6_text_weight", "text_weight", cfg.text_weights, "Image and pixel AUROC vs the text weight"),
     ):
+        doing(f"{name[:4]}: sweep of {param}")
         results = [sweep(model, load_dataset(dataset, root, c, "train").few_shot(shots, cfg.seeds[0]),
                          load_dataset(dataset, root, c, "test"), param, values, base, cfg.seeds,
-                         class_name=class_name_for(c)) for c in cfg.categories]
+                         class_name=class_name_for(c), progress=progress) for c in cfg.categories]
         merged = type(results[0])(param, results[0].values, [r for res in results for r in res.rows])
         emit(name, _two_metric_sweep(merged), f"{text}, selected neurons and the random control "
              f"({shots}-shot; mean over categories and control seeds, error bars = std).", merged.rows)
 
     # 3. where the neurons sit: global top-K over every block and both sites
+    doing("fig3: criterion scores of every block and site")
     emit("fig3_neuron_depth", *_depth_figure(model, base, support, category))
 
     # 4. top-activating patches of the most sensitive neurons
+    doing("fig4: top-activating patches")
     top = _most_sensitive(lake.neurons, cfg.n_top_neurons)
     patches = top_activating_patches(model, test, top, n=8)
     emit("fig4_top_patches", top_patches_figure(patches), (
@@ -141,6 +151,7 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         width=10, height=1.4 * len(top) + 1)
 
     # 5. maps before / after ablating the selected neurons
+    doing("fig5: maps before and after ablation")
     fig5, data5 = _ablation_maps(lake, support, test, cfg.n_examples)
     emit("fig5_ablation_maps", fig5, (
         f"Anomalous test images ({category}), their masks, and LAKE's fused map before and after zero-ablating "
@@ -148,12 +159,14 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         width=8, height=2 * cfg.n_examples + 1)
 
     # 7. neuron to words
+    doing("fig7: neuron words")
     words = neuron_words(model, top, reference=support)
     emit("fig7_neuron_words", words_figure(words), (
         "Neuron to language: cosine between each top neuron's written direction, carried through the blocks after "
         f"its layer (forward-mode Jacobian, mean over the {len(support)} support images' patches), then ln_post "
         "(linearised) and proj, and the text embeddings of defect and material words."), words.rows(), width=10)
 
+    bar.close()
     _write_readme(out, made, command)
     return made
 
@@ -346,8 +359,10 @@ def _ablation_maps(lake, support, test, n_examples: int):
 
 def _write_readme(out: Path, made: list[dict], command: str) -> None:
     lines = ["# Figures", "", f"Made by `{command}` (config: `study_config.json`). Each figure comes as PNG, SVG and "
-             "PDF (static, drawn with matplotlib: no browser needed), HTML (interactive plotly), the numbers behind "
-             "it (CSV/JSON) and its caption (`.caption.txt`).", ""]
+             "PDF (static, drawn with matplotlib: no browser needed) and HTML (interactive plotly; it loads plotly.js "
+             "from `plotly.min.js` in this folder, so it works offline), both drawn from one spec (the same colour per "
+             "method in every panel and format, one legend entry per method, the same colour scale, row 0 of every "
+             "map and matrix at the top), the numbers behind it (CSV/JSON) and its caption (`.caption.txt`).", ""]
     for m in sorted(made, key=lambda m: m["name"]):
         lines += [f"## {m['name']}", "", f"![{m['name']}]({m['name']}.png)", "", m["caption"], "",
                   "Files: " + ", ".join(f"`{f}`" for f in m["files"]), ""]

@@ -125,8 +125,9 @@ def _evaluate(detector, images, support, labels, masks) -> tuple[dict, Any]:
 
 def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, labels=None, masks=None,
                     mode: str = "zero", n_random: int = 3, seed: int = 0, model=None,
-                    class_name: str = "object") -> AblationEffect:
+                    class_name: str = "object", progress: bool = True) -> AblationEffect:
     """How a detector changes when `neurons` are ablated, against as many random neurons per hook.
+    progress: a tqdm bar over the runs (clean, selected ablated, each random draw).
 
     detector: any detector of the protocol (a fitted Lake, WinCLIP, PatchCore, ...), or a method
     name of the table (`lake_interp.detectors.methods.METHODS`; then `model` and `class_name`
@@ -149,15 +150,22 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
     if masks is not None:
         masks = np.stack([resize_mask(m, model.image_size) for m in masks])
     reference = support if mode != "zero" else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 + n_random, desc="ablation_effect", unit="run", disable=not progress)
     clean, clean_r = _evaluate(detector, images, support, labels, masks)
+    bar.update(1)
     with ablate(model, neurons, mode, reference, seed):
         ablated, ablated_r = _evaluate(detector, images, support, labels, masks)
+    bar.update(1)
     randoms, random_rs = [], []
     for s in range(n_random):
         with ablate(model, random_like(model, neurons, seed + 1 + s), mode, reference, seed):
             m, r = _evaluate(detector, images, support, labels, masks)
         randoms.append(m)
         random_rs.append(r)
+        bar.update(1)
+    bar.close()
     change = lambda r: float((r.maps - clean_r.maps).abs().mean())  # noqa: E731
     return AblationEffect(
         clean=clean, ablated=ablated, random=randoms,
@@ -168,8 +176,10 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
     )
 
 
-def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, labels=None, mode: str = "zero") -> list[dict]:
+def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, labels=None, mode: str = "zero",
+                        progress: bool = True) -> list[dict]:
     """Ablate each neuron alone; rank by the drop of the mean image score of anomalous images.
+    progress: a tqdm bar over the neurons.
 
     Returns rows {hook, index, score_drop, clean, ablated}, largest drop first.
     """
@@ -177,7 +187,10 @@ def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, label
     reference = support if mode != "zero" else None
     clean, _ = _evaluate(lake, images, support, labels, None)
     rows = []
-    for hook, index in check_pairs(lake.model, neurons):
+    from tqdm.auto import tqdm
+
+    for hook, index in tqdm(check_pairs(lake.model, neurons), desc="single_neuron_sweep", unit="neuron",
+                            disable=not progress):
         with ablate(lake.model, [(hook, index)], mode, reference):
             m, _ = _evaluate(lake, images, support, labels, None)
         base, abl = clean["mean_score_anomalous"], m["mean_score_anomalous"]

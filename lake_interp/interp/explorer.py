@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import plotly.graph_objects as go
 
+from lake_interp.figure_spec import resolve
 from lake_interp.interp.ablation import ablate
 from lake_interp.interp.figures import heatmap_figure, top_patches_figure, words_figure
 from lake_interp.interp.heatmap import neuron_heatmap
@@ -102,10 +102,13 @@ class NeuronExplorer:
                                                   f"ablated (score {float(ablated.image_scores[0]):.3f})"])
         vmax = float(max(clean.maps.max(), ablated.maps.max()))
         for col, m in ((1, clean.maps[0]), (2, ablated.maps[0])):
-            fig.add_trace(go.Heatmap(z=np.flipud(m.numpy()), zmin=0, zmax=vmax, showscale=col == 2,
+            fig.add_trace(go.Heatmap(z=m.numpy(), zmin=0, zmax=vmax, showscale=col == 2, colorscale="Viridis",
                                      colorbar={"title": "anomaly"}), 1, col)
+        fig.update_xaxes(title_text="x (pixel)")
+        fig.update_yaxes(title_text="y (pixel, row 0 at the top)", col=1)
+        # resolve: row 0 at the top with ticks counted from the top, square pixels, in every format
         fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] on image {image_index}")
-        return fig
+        return resolve(fig)
 
     def figures(self, hook: str, channel: int, image_index: int = 0) -> dict[str, go.Figure]:
         """Every view of one neuron of the current category: top patches, heatmap with the fused map,
@@ -119,12 +122,13 @@ class NeuronExplorer:
         words = type(cat.words)(cat.words.words, [(hook, channel)], cat.words.similarity[row : row + 1],
                                 cat.words.path, cat.words.n_reference)
         image = self.test[image_index]
-        return {
+        figs = {
             "top_patches": top_patches_figure(self.top_patches().subset([(hook, channel)])),
             "heatmap": heatmap_figure(neuron_heatmap(self.lake.model, image, [(hook, channel)], lake=self.lake)),
             "ablation": self.ablation_figure(hook, channel, image_index),
             "words": words_figure(words),
         }
+        return {name: resolve(fig) for name, fig in figs.items()}  # as save_figure draws them
 
     # --------------------------------------------------------------------------- display
     def show(self, static: Optional[bool] = None):

@@ -35,8 +35,9 @@ def _label(value) -> Any:
 
 
 def sweep(model, support: Any, test, param: str, values: Sequence, base: Optional[LakeConfig] = None,
-          seeds: Sequence[int] = (0,), control: bool = True, class_name: str = "object") -> SweepResult:
-    """Fit and score once per value (and per seed of the random control).
+          seeds: Sequence[int] = (0,), control: bool = True, class_name: str = "object",
+          progress: bool = True) -> SweepResult:
+    """Fit and score once per value (and per seed of the random control); progress: a tqdm bar.
 
     support: normal images; test: a dataset or list of Samples (labels and masks are used).
     One forward pass over the test set in all: activations of every hook any value needs are
@@ -63,7 +64,9 @@ def sweep(model, support: Any, test, param: str, values: Sequence, base: Optiona
     support_acts = probe.patch_activations(support, visual_hooks) if visual_hooks else {}
     text = probe.compute_text_features() if any(lk.uses_semantic for *_, lk in lakes) else None
     rows = []
-    for value, condition, seed, lake in lakes:
+    from tqdm.auto import tqdm
+
+    for value, condition, seed, lake in tqdm(lakes, desc=f"sweep {param}", unit="fit", disable=not progress):
         lake.fit_activations(support_acts, text_features=text)
         result = lake.score_activations(test_acts)
         rows.append({"value": _label(value), "condition": condition, "seed": seed,
