@@ -217,13 +217,15 @@ def static_spec(mfig) -> dict:
                 else handle.get_color()
             legend.append((text.get_text(), to_hex(color)))
     traces, heatmaps, images = [], [], []
-    for ax in mfig.axes:
+    for i, ax in enumerate(mfig.axes):
         label = ax.get_label()
-        if "|" not in label:  # a colour bar
+        if label == "<colorbar>" or hasattr(ax, "_colorbar"):
             continue
-        key = tuple(label.split("|"))
+        key = tuple(label.split("|")) if "|" in label else (f"axes {i}",)
         for c in ax.containers:
             first = c.patches[0] if hasattr(c, "patches") and len(c.patches) else c.lines[0]
+            if first is None:  # the error bars of a bar trace
+                continue
             color = first.get_facecolor() if hasattr(first, "get_facecolor") else first.get_color()
             traces.append((key, c.get_label() or None, to_hex(color)))
         for im in ax.get_images():

@@ -10,8 +10,9 @@ renderers draw from, with nothing left to a renderer's defaults:
 - every heatmap has an explicit colour scale (recorded by name in `trace.meta["colorscale"]`) and
   colour range (`zmin`/`zmax`), and its y axis runs downwards (row 0 at the top, as an image or a
   table reads); an image-like heatmap (no x/y labels) also gets square pixels;
-- every `go.Image` is embedded as a PNG (`source`), downsampled to at most `max_image_px` pixels a
-  side with `dx`/`dy`/`x0`/`y0` set so that shapes drawn in the original pixel coordinates stay put.
+- every `go.Image` is embedded as a PNG (`source`; a large photograph as a JPEG where that is less
+  than half the size), downsampled to at most `max_image_px` pixels a side, with `dx`/`dy`/`x0`/`y0`
+  set so that shapes drawn in the original pixel coordinates stay put.
 
 `lake_interp.export.save_figure` writes the HTML (plotly) and PNG/SVG/PDF (matplotlib,
 `lake_interp.export.to_matplotlib`) from the resolved spec; `plotly_spec` reads back, from a figure
@@ -48,6 +49,7 @@ ERROR_BAR_COLOR = "#444444"
 SEQUENTIAL, DIVERGING = "Viridis", "RdBu_r"
 """Default colour scales: low to high dark-blue to yellow; diverging blue (low) - white - red (high)."""
 MAX_IMAGE_PX = 256
+JPEG_ABOVE_BYTES = 48_000
 LEGEND_TYPES = ("bar", "scatter", "histogram")
 
 
@@ -233,13 +235,25 @@ def _resolve_image(fig: go.Figure, trace, max_image_px: int) -> None:
         pic = pic.resize((max(1, round(w / f)), max(1, round(h / f))), Image.BOX)
     w2, h2 = pic.size
     dx, dy = dx0 * w / w2, dy0 * h / h2
-    buf = io.BytesIO()
-    pic.save(buf, format="PNG", optimize=True)
     trace.z = None
-    trace.source = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    trace.source = _data_uri(pic)
     # the first pixel's centre, so that the picture covers the same span as the original pixels
     trace.dx, trace.dy = dx, dy
     trace.x0, trace.y0 = x00 - dx0 / 2 + dx / 2, y00 - dy0 / 2 + dy / 2
+
+
+def _data_uri(pic) -> str:
+    """PNG (lossless: masks, crops, drawings); a photograph whose PNG is large goes as a JPEG
+    (quality 90) where that is less than half the size, so that multi-panel figures stay light."""
+    png = io.BytesIO()
+    pic.save(png, format="PNG", optimize=True)
+    data, kind = png.getvalue(), "png"
+    if len(data) > JPEG_ABOVE_BYTES:
+        jpg = io.BytesIO()
+        pic.save(jpg, format="JPEG", quality=90)
+        if 2 * len(jpg.getvalue()) < len(data):
+            data, kind = jpg.getvalue(), "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
 def image_array(trace) -> np.ndarray:
