@@ -32,7 +32,11 @@ def test_figures_command_writes_every_file_and_number(tmp_path):
 
     # the numbers behind the figures
     fig1 = rows(out / "fig1_selected_vs_random.csv")
-    assert len(fig1) == 4 * 2 * 2  # methods x shots x seeds
+    from lake_interp.detectors.methods import default_methods
+
+    assert json.loads((out / "study_config.json").read_text())["methods"] == default_methods()  # the table's
+    assert [r["method"] for r in fig1[: len(default_methods())]] == default_methods()
+    assert len(fig1) == len(default_methods()) * 2 * 2  # methods x shots x seeds
     assert fig1 == rows(out / "benchmark" / "results.csv")
     assert all(0 <= float(r["image_auroc"]) <= 1 for r in fig1)
     fig2 = rows(out / "fig2_metrics_vs_k.csv")
