@@ -163,8 +163,11 @@ def to_matplotlib(fig: go.Figure, width: float = 8.0, height: float = 4.5):
                 ax.set_xticks(range(len(trace.x)), [str(v) for v in trace.x], rotation=90, fontsize=6)
             if trace.y is not None:
                 ax.set_yticks(range(len(trace.y)), [str(v) for v in trace.y], fontsize=6)
-            if trace.showscale is not False:
-                mfig.colorbar(im, ax=ax, label=_text(trace.colorbar.title) if trace.colorbar else "")
+            if trace.showscale is not False:  # beside the axes, which keep their domain
+                ax.apply_aspect()
+                box = ax.get_position()
+                cax = mfig.add_axes([box.x1 + 0.01, box.y0, 0.015, box.height], label="<colorbar>")
+                mfig.colorbar(im, cax=cax, label=_text(trace.colorbar.title) if trace.colorbar else "")
         elif trace.type == "image":
             pic = image_array(trace)
             h, w = pic.shape[:2]

@@ -40,7 +40,7 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e
            "#7f7f7f"]
 """Method colours, in the order of the method table (lake blue, lake_random red, ...)."""
 FALLBACK = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
-            "#636363", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#969696", "#bd9e39", "#ad494a", "#a55194"]
+            "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#bd9e39", "#ad494a", "#a55194"]
 """Colours for names that are not methods, chosen by a hash of the name (the same in every run)."""
 ALIASES = {"selected": "lake", "random": "lake_random"}
 """Legend names that mean a method: a sweep's `selected` condition is LAKE, `random` its random control."""

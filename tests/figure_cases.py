@@ -34,6 +34,20 @@ def sweep_result(param, values):
     return SweepResult(param, list(values), rows)
 
 
+_CACHE: dict = {}
+
+
+def cached_study_figures(model, tmp_path_factory) -> dict[str, go.Figure]:
+    """`study_figures` on a tiny synthetic dataset, built once per session and model (copies)."""
+    if id(model) not in _CACHE:
+        from lake_interp.data import make_synthetic_dataset
+
+        root = make_synthetic_dataset(tmp_path_factory.mktemp("figdata"), categories=["disc"], seed=0, image_size=64,
+                                      n_train=2, n_test_good=1, n_test_defect=2)
+        _CACHE[id(model)] = study_figures(model, root)
+    return {name: go.Figure(fig) for name, fig in _CACHE[id(model)].items()}
+
+
 def study_figures(model, root) -> dict[str, go.Figure]:
     """name -> figure, for fig1 .. fig7 (as `run_study` builds them) and the explorer's ablation maps."""
     from lake_interp import study

@@ -12,9 +12,8 @@ import pytest
 from PIL import Image
 
 from lake_interp import export
-from lake_interp.data import make_synthetic_dataset
 from lake_interp.figure_spec import html_figure, method_color, method_colors, plotly_spec
-from tests.figure_cases import HOT_TOP_LEFT, study_figures
+from tests.figure_cases import HOT_TOP_LEFT, cached_study_figures
 
 STUDY = ["fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "fig4_top_patches",
          "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words"]
@@ -24,8 +23,6 @@ STUDY = ["fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "f
 def written(tiny_model, tmp_path_factory):
     """Every figure written by save_figure, with what the static renderer drew (its spec, read
     from the matplotlib artists before the figure is closed)."""
-    root = make_synthetic_dataset(tmp_path_factory.mktemp("figdata"), categories=["disc"], seed=0, image_size=64,
-                                  n_train=2, n_test_good=1, n_test_defect=2)
     out = tmp_path_factory.mktemp("figs")
     static = {}
     draw = export.to_matplotlib
@@ -39,7 +36,7 @@ def written(tiny_model, tmp_path_factory):
     mp.setattr(export, "to_matplotlib", recording)
     current = [None]
     try:
-        for name, fig in study_figures(tiny_model, root).items():
+        for name, fig in cached_study_figures(tiny_model, tmp_path_factory).items():
             current[0] = name
             export.save_figure(fig, out / name)
     finally:
