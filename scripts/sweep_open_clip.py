@@ -105,11 +105,18 @@ def buildable_small(name: str) -> bool:
     return not cfg["vision_cfg"].get("timm_model_name") and not cfg["text_cfg"].get("hf_model_name")
 
 
-def build_small(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
+def build_small(name: str, seed: int = 0, noise: float = 0.0, **kwargs) -> torch.nn.Module:
+    """open_clip's model of `name`, small, random weights; `noise`: std of noise added to every
+    parameter (LayerNorm weights and biases included), so that a mix-up of any two shows."""
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return open_clip.create_model(name, pretrained=None, **small_config(name), **kwargs).eval()
+        oc = open_clip.create_model(name, pretrained=None, **small_config(name), **kwargs).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in oc.parameters() if noise else ():
+            p.add_(noise * torch.randn(p.shape, generator=g))
+    return oc
 
 
 # ------------------------------------------------------------------------------------ checking
@@ -169,7 +176,7 @@ def _check(name: str, workdir: Path, row: dict) -> None:
         row.update(status="skipped", detail="not refused, but has a timm/HF tower that does not build offline")
         return
 
-    oc = build_small(name)
+    oc = build_small(name, noise=0.02)
     text_cfg = open_clip.get_model_config(name)["text_cfg"]
     hf_name = text_cfg.get("hf_tokenizer_name")
     folder = standin_tokenizer(hf_name, workdir) if hf_name else None

@@ -14,6 +14,7 @@ ids of the model's context length, inside its vocabulary, with the end token the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -179,7 +180,8 @@ def load_tokenizer(spec: TokenizerSpec, context_length: int, name: Optional[str]
     if Path(spec.source).expanduser().is_dir():
         return hf()
     try:
-        return hf(local_files_only=True)  # the local cache: no network
+        with _hub_offline_mode():
+            return hf(local_files_only=True)  # the local cache: no network
     except OSError as cached_error:
         if _hub_offline():
             raise _unavailable(name, spec, cached_error) from cached_error
@@ -208,6 +210,23 @@ def _unavailable(name: Optional[str], spec: TokenizerSpec, cause: Optional[Excep
         f"{download}. Any callable returning [n, context_length] token ids works as tokenizer=.",
         source=src or "",
     )
+
+
+@contextlib.contextmanager
+def _hub_offline_mode():
+    """Hugging Face hub offline mode for the duration of the block only: with local_files_only alone,
+    huggingface_hub still contacts the hub (e.g. to build its user agent)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # transformers without huggingface_hub: nothing to switch
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _hub_offline() -> bool:
