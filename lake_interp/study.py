@@ -152,10 +152,13 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
 
     # 5. maps before / after ablating the selected neurons
     doing("fig5: maps before and after ablation")
-    fig5, data5 = _ablation_maps(lake, support, test, cfg.n_examples)
+    fig5, data5, reader5 = _ablation_maps(lake, support, test, cfg.n_examples)
     emit("fig5_ablation_maps", fig5, (
-        f"Anomalous test images ({category}), their masks, and LAKE's fused map before and after zero-ablating "
-        f"the {len(lake.neurons)} selected neurons (bank rebuilt under the ablation)."), data5,
+        f"Anomalous test images ({category}), their masks, and the anomaly map of a downstream readout (nearest "
+        f"neighbour on all channels of the final block's residual stream, {reader5.hooks[0]}, fitted on the clean "
+        f"support, bank rebuilt under the ablation) before and after zero-ablating LAKE's {len(lake.neurons)} selected "
+        f"neurons; {len(reader5.overlap)} of them are channels of that stream itself and are read directly. LAKE's own "
+        "map is not used: it would read its own zeroed inputs."), data5,
         width=8, height=2 * cfg.n_examples + 1)
 
     # 7. neuron to words
@@ -328,11 +331,20 @@ def _most_sensitive(neurons: NeuronSet, n: int) -> list[tuple[str, int]]:
 
 
 def _ablation_maps(lake, support, test, n_examples: int):
+    """The readout (`lake_interp.interp.readout`, "downstream": all channels of the final block's
+    residual stream, fitted on the clean support, refitted under the ablation) before and after
+    zero-ablating LAKE's selected neurons: not LAKE itself, which would read its own zeroed inputs."""
+    from lake_interp.evaluation import refit
+    from lake_interp.interp.readout import make_readout
+
     anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
     samples = [test[i] for i in anomalous]
-    clean = lake.score(samples)
+    with warnings.catch_warnings():  # the final block's selected channels are read directly: said in the caption
+        warnings.filterwarnings("ignore", message="the readout")
+        reader = make_readout(lake, list(lake.neurons), support, "downstream")
+    clean = reader.detector.score(samples)
     with ablate(lake.model, lake.neurons):
-        ablated = lake.with_bank_from(support).score(samples)
+        ablated = refit(reader.detector, support).score(samples)
     vmax = float(max(clean.maps.max(), ablated.maps.max()))
     vmin = float(min(clean.maps.min(), ablated.maps.min()))
     titles = []
@@ -350,11 +362,13 @@ def _ablation_maps(lake, support, test, n_examples: int):
         for j, panel in enumerate(panels, start=1):
             fig.add_trace(go.Image(z=panel), i + 1, j)
         rows.append({"path": str(s.path), "defect": s.defect, "clean_score": float(clean.image_scores[i]),
-                     "ablated_score": float(ablated.image_scores[i])})
+                     "ablated_score": float(ablated.image_scores[i]), "readout": reader.name,
+                     "readout_hooks": ",".join(reader.hooks), "ablated_units": len(lake.neurons),
+                     "ablated_units_read_directly": len(reader.overlap)})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title="Anomaly maps before and after ablating the selected neurons")
-    return fig, rows
+    fig.update_layout(title="Downstream readout maps before and after ablating the selected neurons")
+    return fig, rows, reader
 
 
 def _write_readme(out: Path, made: list[dict], command: str) -> None:

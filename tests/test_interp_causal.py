@@ -30,23 +30,70 @@ def planted_lake(planted_model, data):
     return Lake(planted_model, ONE_NEURON, class_name="disc").fit(data[0])
 
 
-def test_ablating_planted_neuron_removes_the_response_random_does_not(planted_lake, data):
+def test_ablating_planted_neuron_read_downstream_removes_the_response_random_does_not(planted_lake, data):
+    """The planted channel ablated at block 0, read at the final block's residual stream (all
+    channels, fitted on the clean model): the readout's anomaly response falls, random units' does not."""
     support, test, labels, masks = data
-    planted = list(planted_lake.neurons)
-    assert all(i == CHANNEL for _, i in planted)
-    effect = ablation_effect(planted_lake, planted, support, test, labels, masks, n_random=2)
-    assert effect.clean["image_auroc"] > 0.95 and effect.clean["pixel_auroc"] > 0.98
-    assert effect.ablated["pixel_auroc"] == pytest.approx(0.5, abs=0.05)  # the map carries nothing
-    assert np.ptp(effect.ablated_scores) < 1e-6
-    for control in effect.random:
-        assert control["pixel_auroc"] > 0.95 and control["image_auroc"] > 0.9
-    assert effect.map_change > 10 * max(effect.random_map_change)
-    assert list(planted_lake.neurons) == planted  # the detector is unchanged
-    assert [r["condition"] for r in effect.table()] == ["clean", "ablated", "random seed 0", "random seed 1"]
+    planted = [("visual.blocks.0.hook_resid_post", CHANNEL)]
+    effect = ablation_effect(planted_lake, planted, support, test, labels, masks, n_random=5, progress=False)
+    last = f"visual.blocks.{planted_lake.model.cfg.vision.n_layers - 1}.hook_resid_post"
+    assert effect.meta["readout"] == "downstream" and effect.meta["readout_hooks"] == [last]
+    assert effect.meta["readout_reads_ablated"] == [] and effect.meta["ablated"] == [list(planted[0])]
+    assert effect.meta["mode"] == "zero" and effect.meta["reference"] == "none (zero)"
+    assert effect.clean["image_auroc"] > 0.9 and effect.clean["pixel_auroc"] > 0.95
+    drop = effect.clean["mean_score_anomalous"] - effect.ablated["mean_score_anomalous"]
+    random_drops = [effect.clean["mean_score_anomalous"] - r["mean_score_anomalous"] for r in effect.random]
+    assert drop > 5 * max(abs(d) for d in random_drops)
+    assert effect.map_change > 3 * max(effect.random_map_change)
+    assert np.ptp(effect.ablated_scores) > 0.1  # the readout still sees the images: no constant map
+    # deltas and their spread over the random draws, against numpy on the reported metrics
+    deltas = [r["mean_score_anomalous"] - effect.clean["mean_score_anomalous"] for r in effect.random]
+    summary = effect.random_summary["mean_score_anomalous"]
+    assert summary["mean"] == pytest.approx(np.mean(deltas)) and summary["std"] == pytest.approx(np.std(deltas, ddof=1))
+    assert (summary["low"], summary["high"]) == pytest.approx(tuple(np.percentile(deltas, [2.5, 97.5])))
+    assert effect.delta["mean_score_anomalous"] == pytest.approx(-drop)
+    assert all(len(u) == 1 and u[0][0] == planted[0][0] and u[0][1] != CHANNEL for u in effect.random_units)
+    assert [r["condition"] for r in effect.table()][:3] == ["clean", "ablated", "random seed 0"]
     # masks as datasets give them: original size (here 2x the input), None for normal images
     big = [None if s.mask is None else np.kron(s.mask, np.ones((2, 2), bool)) for s in test]
-    again = ablation_effect(planted_lake, planted, support, test, labels, big, n_random=0)
+    again = ablation_effect(planted_lake, planted, support, test, labels, big, n_random=0, progress=False)
     assert again.clean == pytest.approx(effect.clean) and again.ablated == pytest.approx(effect.ablated, nan_ok=True)
+
+
+def test_circular_readout_is_refused_and_overlap_flagged(planted_lake, data):
+    """LAKE read on exactly its own ablated neurons is the artefact (a constant map): refused. A
+    readout that reads some ablated channels among others says so."""
+    support, test, labels, masks = data
+    with pytest.raises(ValueError, match="reads exactly the ablated channels"):
+        ablation_effect(planted_lake, list(planted_lake.neurons), support, test, labels, masks, n_random=0,
+                        readout=None, progress=False)
+    with pytest.warns(UserWarning, match="reads 1 of the ablated units directly"):
+        effect = ablation_effect(planted_lake, list(planted_lake.neurons), support, test, labels, masks, n_random=1,
+                                 progress=False)
+    last = planted_lake.hooks[-1]
+    assert effect.meta["readout_reads_ablated"] == [[last, CHANNEL]]
+    chans = ablation_effect(planted_lake, [(last, CHANNEL)], support, test, labels, masks, n_random=1,
+                            readout="all_channels", progress=False)
+    assert chans.meta["readout_hooks"] == [last] and chans.meta["readout"] == "all_channels"
+    with pytest.raises(ValueError, match="readout='nope'"):
+        ablation_effect(planted_lake, [(last, CHANNEL)], support, test, labels, masks, readout="nope", progress=False)
+
+
+def test_no_constant_ablated_map_unless_read_on_the_ablated_channels(tiny_model, data):
+    """On lake-tiny, LAKE's own neurons ablated: every readout but the circular one sees varied maps;
+    the circular reading (LAKE on its own zeroed neurons, forced here through ablate) is constant."""
+    from lake_interp.evaluation import refit
+
+    support, test, labels, masks = data
+    lake = Lake(tiny_model, LakeConfig(k_neurons=8, text_weight=0.0), class_name="disc").fit(support)
+    neurons = [p for p in lake.neurons if not p[0].startswith(f"visual.blocks.{tiny_model.cfg.vision.n_layers - 1}.")]
+    for readout in ("downstream", "all_channels"):
+        effect = ablation_effect(lake, neurons, support, test[:6], labels[:6], n_random=0, readout=readout, progress=False)
+        assert np.ptp(effect.ablated_scores) > 1e-3, readout
+    own = [p for p in lake.neurons]
+    with ablate(tiny_model, own):
+        circular = refit(lake, support).score(test[:3])
+    assert float(circular.maps.max() - circular.maps.min()) < 1e-5  # what the refusal prevents
 
 
 def test_mean_ablation_equals_independent_support_mean(tiny_model, data):
@@ -109,51 +156,57 @@ def test_ablation_bad_input(tiny_model):
 
 def test_single_neuron_sweep_ranks_planted_first(planted_model, data):
     support, test, labels, _ = data
-    lake = Lake(planted_model, ONE_NEURON.replace(layers=(1.0,)), class_name="disc").fit(support)
-    hook = lake.hooks[0]
-    rows = single_neuron_sweep(lake, [(hook, 3), (hook, CHANNEL), (hook, 20)], support, test, labels)
+    lake = Lake(planted_model, ONE_NEURON.replace(layers=(0,)), class_name="disc").fit(support)
+    hook = lake.hooks[0]  # block 0: read downstream, at the final block's residual stream
+    rows = single_neuron_sweep(lake, [(hook, 3), (hook, CHANNEL), (hook, 20)], support, test, labels, progress=False)
     assert rows[0]["index"] == CHANNEL and rows[0]["score_drop"] > 0
-    assert rows[0]["score_drop"] > 10 * max(abs(r["score_drop"]) for r in rows[1:])
+    assert rows[0]["score_drop"] > 5 * max(abs(r["score_drop"]) for r in rows[1:])
+    assert {r["readout"] for r in rows} == {"downstream"} and not any(r["read_directly"] for r in rows)
+    with pytest.raises(ValueError, match="reads exactly the ablated channels"):
+        single_neuron_sweep(lake, list(lake.neurons), support, test, labels, readout=None, progress=False)
 
 
 def test_patching_planted_neuron_removes_anomaly_score(planted_lake, data):
-    _, test, labels, _ = data
+    """Normal values of the planted channel patched in at block 0, read downstream (the final
+    block's residual stream, all channels, fitted on the support): much of the anomaly gap goes,
+    a random channel's patch removes nothing; LAKE read on its own patched neurons is refused."""
+    support, test, labels, _ = data
     anomalous = [s for s in test if s.label == 1][:4]
     normal = [s for s in test if s.label == 0][:1]
-    result = patch_neurons(planted_lake, normal, anomalous, list(planted_lake.neurons))
-    assert result.removed["all"] > 0.95
-    assert result.restored["all"] > 0.5
-    first, last = planted_lake.hooks[0], planted_lake.hooks[-1]
-    # no block writes the planted channel: patched at the first hook it stays patched in every
-    # later one; patched only at the last hook, the three earlier banks still see the defect
-    assert result.removed[f"{first}[{CHANNEL}]"] > 0.95
-    assert 0.1 < result.removed[last] < 0.5
-    assert set(result.removed) >= {"all", *planted_lake.hooks}
-    other = patch_neurons(planted_lake, normal, anomalous, [(last, 3)], per_neuron=False)
-    assert abs(other.removed["all"]) < 0.05
+    first = planted_lake.hooks[0]
+    result = patch_neurons(planted_lake, normal, anomalous, [(first, CHANNEL), (first, 3)], support=support)
+    assert result.meta["readout"] == "downstream" and result.meta["readout_reads_ablated"] == []
+    assert result.meta["patched"] == [[first, CHANNEL], [first, 3]]
+    assert result.removed[f"{first}[{CHANNEL}]"] > 0.4 and result.restored[f"{first}[{CHANNEL}]"] > 0.4
+    assert abs(result.removed[f"{first}[3]"]) < 0.1
+    assert set(result.removed) >= {"all", first}
     assert result.removed_maps["all"].shape == (4, 64, 64)
-    # a pair with (almost) no gap neither dominates nor breaks the fractions: ratio of sums
-    normals = [s for s in test if s.label == 0]
-    nearly = patch_neurons(planted_lake, normal, anomalous + normals[1:2], list(planted_lake.neurons), per_neuron=False)
-    gaps = nearly.anomalous_scores - nearly.normal_scores
-    assert nearly.n_pairs == 4 + int(gaps[-1] > 0) and abs(float(gaps[-1])) < 0.1 * float(gaps[:4].min())
-    assert nearly.removed["all"] == pytest.approx(result.removed["all"], abs=0.05)
+    with pytest.raises(ValueError, match="reads exactly the ablated channels"):
+        patch_neurons(planted_lake, normal, anomalous, list(planted_lake.neurons), readout=None)
+    with pytest.raises(ValueError, match="needs support="):
+        patch_neurons(planted_lake, normal, anomalous, [(first, CHANNEL)])
+    # a pair without a gap (the normal image against itself) neither counts nor breaks the fractions
+    units = [(first, CHANNEL)]
+    alone = patch_neurons(planted_lake, normal, anomalous, units, per_neuron=False, support=support)
+    nearly = patch_neurons(planted_lake, normal, anomalous + normal, units, per_neuron=False, support=support)
+    assert nearly.n_pairs == 4 and float(nearly.anomalous_scores[-1] - nearly.normal_scores[-1]) == 0
+    assert nearly.removed["all"] == pytest.approx(alone.removed["all"], abs=1e-6)
     with pytest.warns(UserWarning, match="no anomalous image scores above"):
-        none = patch_neurons(planted_lake, normal, normal, list(planted_lake.neurons), per_neuron=False)
+        none = patch_neurons(planted_lake, normal, normal, units, per_neuron=False, support=support)
     assert np.isnan(none.removed["all"]) and none.n_pairs == 0
 
 
 def test_patching_more_pairs_than_a_batch_matches_pair_by_pair(planted_model, data):
-    """With more pairs than LakeConfig.batch_size each scoring batch gets its own source rows:
+    """With more pairs than the readout's batch_size each scoring batch gets its own source rows:
     the patched scores equal those of patching every pair on its own."""
     support, test, _, _ = data
-    small = Lake(planted_model, LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0, batch_size=3),
-                 class_name="disc").fit(support)
+    small = Lake(planted_model, LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0, batch_size=3,
+                                           layers=(0,)), class_name="disc").fit(support)
     anomalous = [s for s in test if s.label == 1][:4]
     normal = [s for s in test if s.label == 0][:4]
     neurons = list(small.neurons)
-    together = patch_neurons(small, normal, anomalous, neurons, per_neuron=False)
-    alone = [patch_neurons(small, [n], [a], neurons, per_neuron=False) for n, a in zip(normal, anomalous)]
+    together = patch_neurons(small, normal, anomalous, neurons, per_neuron=False, support=support)
+    alone = [patch_neurons(small, [n], [a], neurons, per_neuron=False, support=support) for n, a in zip(normal, anomalous)]
     for label in together.patched_scores:
         expected = torch.cat([r.patched_scores[label] for r in alone])
         torch.testing.assert_close(together.patched_scores[label], expected, rtol=1e-5, atol=1e-6)
@@ -197,7 +250,8 @@ def test_causal_figures_build_and_export(planted_lake, planted_model, data, tmp_
     support, test, labels, masks = data
     neurons = list(planted_lake.neurons)
     effect = ablation_effect(planted_lake, neurons, support, test[:6], labels[:6], masks[:6], n_random=1)
-    patched = patch_neurons(planted_lake, [s for s in test if s.label == 0][:1], [s for s in test if s.label == 1][:2], neurons)
+    patched = patch_neurons(planted_lake, [s for s in test if s.label == 0][:1], [s for s in test if s.label == 1][:2],
+                            neurons, support=support)
     sw = sweep(planted_model, support, test, "k_neurons", [1, 2], base=ONE_NEURON)
     figs = {
         "ablation": ablation_figure(effect),

@@ -76,7 +76,8 @@ def test_fp16_pipeline_matches_fp32(planted_model, fp32, data, device, tmp_path)
 
     # patching, words, top patches, heatmaps, statistics
     anomalous, normal = [s for s in test if s.label == 1][:3], [s for s in test if s.label == 0][:1]
-    p32, p16 = patch_neurons(fp32, normal, anomalous, neurons), patch_neurons(lake, normal, anomalous, neurons)
+    p32 = patch_neurons(fp32, normal, anomalous, neurons, support=support)
+    p16 = patch_neurons(lake, normal, anomalous, neurons, support=support)
     for label in p32.removed:
         assert p16.removed[label] == pytest.approx(p32.removed[label], abs=0.05), label
     w32, w16 = neuron_words(planted_model, neurons, reference=support), neuron_words(half, neurons, reference=support)

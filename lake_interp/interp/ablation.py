@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from lake_interp.interp.readout import ReadoutSpec
 from lake_interp.interp.stream import stream_activations
 from lake_interp.interp.targets import Neurons, check_neurons
 from lake_interp.lake.inputs import resize_mask
@@ -93,7 +94,12 @@ def random_like(model, neurons: Neurons, seed: int) -> list[tuple[str, int]]:
 
 @dataclass
 class AblationEffect:
-    """Detector metrics and maps with nothing ablated, with `neurons` ablated, and with random controls."""
+    """Metrics and maps of a readout detector with nothing ablated, with `neurons` ablated, and with
+    random controls (as many random channels per hook), plus what was ablated and what read it.
+
+    delta / random_delta: ablated minus clean, per metric; random_summary: per metric the mean and
+    std (ddof=1 where there are two draws or more) of the random deltas and, with 5 draws or more,
+    their empirical 95% interval (2.5th to 97.5th percentile)."""
 
     clean: dict  # metric -> value
     ablated: dict
@@ -103,12 +109,37 @@ class AblationEffect:
     random_scores: list[np.ndarray]
     map_change: float  # mean |ablated map - clean map|
     random_map_change: list[float]
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # mode, reference, ablated units, readout and its hooks
+    ablated_units: list = field(default_factory=list)  # (hook, channel) pairs
+    random_units: list = field(default_factory=list)  # per draw, its (hook, channel) pairs
+    delta: dict = field(default_factory=dict)
+    random_delta: list = field(default_factory=list)
+    random_summary: dict = field(default_factory=dict)
+
+    @property
+    def readout(self) -> str:
+        return self.meta.get("readout", "")
 
     def table(self) -> list[dict]:
         rows = [{"condition": "clean", **self.clean}, {"condition": "ablated", **self.ablated}]
         rows += [{"condition": f"random seed {i}", **r} for i, r in enumerate(self.random)]
         return rows
+
+    def deltas(self) -> list[dict]:
+        """One row per metric: the selected set's delta, the random deltas' mean, std and interval."""
+        return [{"metric": k, "selected": self.delta[k], **{f"random_{s}": v for s, v in self.random_summary[k].items()}}
+                for k in self.delta]
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.array(values, dtype=float)
+    if len(v) == 0 or np.all(np.isnan(v)):
+        return {"mean": float("nan"), "std": float("nan"), "low": float("nan"), "high": float("nan"), "n": len(v)}
+    out = {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else float("nan"),
+           "low": float("nan"), "high": float("nan"), "n": len(v)}
+    if len(v) >= 5:
+        out["low"], out["high"] = (float(x) for x in np.nanpercentile(v, [2.5, 97.5]))
+    return out
 
 
 def _evaluate(detector, images, support, labels, masks) -> tuple[dict, Any]:
@@ -123,20 +154,37 @@ def _evaluate(detector, images, support, labels, masks) -> tuple[dict, Any]:
     return values, result
 
 
+def _reference_label(mode: str, support) -> str:
+    if mode == "zero":
+        return "none (zero)"
+    try:
+        return f"the support ({len(support)} images): {'mean over its patches' if mode == 'mean' else 'random patches of it'}"
+    except TypeError:
+        return "the support"
+
+
 def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, labels=None, masks=None,
                     mode: str = "zero", n_random: int = 3, seed: int = 0, model=None,
-                    class_name: str = "object", progress: bool = True) -> AblationEffect:
-    """How a detector changes when `neurons` are ablated, against as many random neurons per hook.
-    progress: a tqdm bar over the runs (clean, selected ablated, each random draw).
+                    class_name: str = "object", progress: bool = True,
+                    readout: ReadoutSpec = "downstream") -> AblationEffect:
+    """How a readout detector changes when `neurons` are ablated, against as many random neurons per hook.
 
     detector: any detector of the protocol (a fitted Lake, WinCLIP, PatchCore, ...), or a method
     name of the table (`lake_interp.detectors.methods.METHODS`; then `model` and `class_name`
-    build it, fitted on `support`). The detector is refitted on `support` under the same
-    ablation (so the ablation acts on the model, not only on the test images; a Lake keeps its
-    neuron selection). labels [N] and masks (each [H, W] at any size, resized to the model input;
-    None entries for normal images, or None for all) give image and pixel metrics. The detector
-    itself is not changed.
+    build it, fitted on `support`); it gives the model, class name and map settings.
+    readout: what reads the effect (`lake_interp.interp.readout`): "downstream" (default:
+    nearest neighbour on all channels of the final block's residual stream, fitted once on the
+    clean model: how much anomaly information the units carry that the rest of the network uses),
+    "all_channels" (all channels of the ablated units' hooks: K channels vs K random channels of the
+    same hooks), or a fitted detector (None: `detector` itself), refused when its selected channels
+    are exactly the ablated ones. Under each ablation the readout is refitted on `support` (its
+    bank rebuilt; a Lake keeps its neurons), so the ablation acts on the model, not only on the test
+    images. labels [N] and masks (each [H, W] at any size; None entries for normal images, or None
+    for all) give image and pixel metrics. progress: a tqdm bar over the runs. The detector itself
+    is not changed.
     """
+    from lake_interp.interp.readout import make_readout
+
     if isinstance(detector, str):
         from lake_interp.detectors.methods import get_method
 
@@ -146,6 +194,9 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
         support = list(support)
         detector = m.fit(m.build(model, class_name=class_name, seed=seed, shots=len(support)), support)
     model = detector.model
+    support = list(support) if not isinstance(support, torch.Tensor) else support
+    units = check_pairs(model, neurons)
+    reader = make_readout(detector, units, support, readout)
     labels = None if labels is None else np.asarray(labels)
     if masks is not None:
         masks = np.stack([resize_mask(m, model.image_size) for m in masks])
@@ -153,48 +204,62 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
     from tqdm.auto import tqdm
 
     bar = tqdm(total=2 + n_random, desc="ablation_effect", unit="run", disable=not progress)
-    clean, clean_r = _evaluate(detector, images, support, labels, masks)
+    clean, clean_r = _evaluate(reader.detector, images, support, labels, masks)
     bar.update(1)
-    with ablate(model, neurons, mode, reference, seed):
-        ablated, ablated_r = _evaluate(detector, images, support, labels, masks)
+    with ablate(model, units, mode, reference, seed):
+        ablated, ablated_r = _evaluate(reader.detector, images, support, labels, masks)
     bar.update(1)
-    randoms, random_rs = [], []
+    randoms, random_rs, random_units = [], [], []
     for s in range(n_random):
-        with ablate(model, random_like(model, neurons, seed + 1 + s), mode, reference, seed):
-            m, r = _evaluate(detector, images, support, labels, masks)
+        drawn = random_like(model, units, seed + 1 + s)
+        with ablate(model, drawn, mode, reference, seed):
+            m, r = _evaluate(reader.detector, images, support, labels, masks)
         randoms.append(m)
         random_rs.append(r)
+        random_units.append(drawn)
         bar.update(1)
     bar.close()
     change = lambda r: float((r.maps - clean_r.maps).abs().mean())  # noqa: E731
+    delta = {k: ablated[k] - clean[k] for k in clean}
+    random_delta = [{k: r[k] - clean[k] for k in clean} for r in randoms]
+    meta = {"mode": mode, "reference": _reference_label(mode, support), "n_neurons": len(units),
+            "n_random": n_random, "seed": seed, "ablated": [list(p) for p in units], **reader.record()}
     return AblationEffect(
         clean=clean, ablated=ablated, random=randoms,
         clean_scores=clean_r.image_scores.numpy(), ablated_scores=ablated_r.image_scores.numpy(),
         random_scores=[r.image_scores.numpy() for r in random_rs],
         map_change=change(ablated_r), random_map_change=[change(r) for r in random_rs],
-        meta={"mode": mode, "n_neurons": len(list(neurons)), "n_random": n_random, "seed": seed},
+        meta=meta, ablated_units=units, random_units=random_units, delta=delta, random_delta=random_delta,
+        random_summary={k: _summary([d[k] for d in random_delta]) for k in clean},
     )
 
 
 def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, labels=None, mode: str = "zero",
-                        progress: bool = True) -> list[dict]:
-    """Ablate each neuron alone; rank by the drop of the mean image score of anomalous images.
-    progress: a tqdm bar over the neurons.
+                        progress: bool = True, readout: ReadoutSpec = "downstream") -> list[dict]:
+    """Ablate each neuron alone; rank by the drop of the mean image score of anomalous images, as
+    read by `readout` (see ablation_effect; the default reads the final block's residual stream,
+    all channels, fitted once on the clean model). progress: a tqdm bar over the neurons.
 
-    Returns rows {hook, index, score_drop, clean, ablated}, largest drop first.
+    Returns rows {hook, index, score_drop, clean, ablated, readout}, largest drop first.
     """
+    from lake_interp.interp.readout import make_readout
+
     labels = None if labels is None else np.asarray(labels)
+    support = list(support) if not isinstance(support, torch.Tensor) else support
+    pairs = check_pairs(lake.model, neurons)
+    reader = make_readout(lake, pairs, support, readout)
     reference = support if mode != "zero" else None
-    clean, _ = _evaluate(lake, images, support, labels, None)
+    clean, _ = _evaluate(reader.detector, images, support, labels, None)
     rows = []
     from tqdm.auto import tqdm
 
-    for hook, index in tqdm(check_pairs(lake.model, neurons), desc="single_neuron_sweep", unit="neuron",
-                            disable=not progress):
+    for hook, index in tqdm(pairs, desc="single_neuron_sweep", unit="neuron", disable=not progress):
         with ablate(lake.model, [(hook, index)], mode, reference):
-            m, _ = _evaluate(lake, images, support, labels, None)
+            m, _ = _evaluate(reader.detector, images, support, labels, None)
         base, abl = clean["mean_score_anomalous"], m["mean_score_anomalous"]
-        rows.append({"hook": hook, "index": index, "score_drop": base - abl, "clean": base, "ablated": abl})
+        rows.append({"hook": hook, "index": index, "score_drop": base - abl, "clean": base, "ablated": abl,
+                     "readout": reader.name, "readout_hooks": ",".join(reader.hooks),
+                     "read_directly": (hook, index) in set(reader.overlap)})
     return sorted(rows, key=lambda r: -r["score_drop"])
 
 

@@ -89,15 +89,20 @@ class NeuronExplorer:
         return cat.top
 
     def ablation_figure(self, hook: str, channel: int, image_index: int) -> go.Figure:
-        """Fused map of one image before and after zero-ablating the neuron (bank rebuilt alike)."""
+        """One image's map before and after zero-ablating the neuron, as read downstream: nearest
+        neighbour on all channels of the final block's residual stream, fitted on the clean support
+        and refitted under the ablation (`lake_interp.interp.readout`), never LAKE's own reading of
+        the zeroed channel."""
         from plotly.subplots import make_subplots
 
-        image = self.test[image_index]
         from lake_interp.evaluation import refit
+        from lake_interp.interp.readout import make_readout
 
-        clean = refit(self.lake, self.support).score([image])
+        image = self.test[image_index]
+        reader = make_readout(self.lake, [(hook, channel)], self.support, "downstream")
+        clean = reader.detector.score([image])
         with ablate(self.lake.model, [(hook, channel)]):
-            ablated = refit(self.lake, self.support).score([image])
+            ablated = refit(reader.detector, self.support).score([image])
         fig = make_subplots(1, 2, subplot_titles=[f"clean (score {float(clean.image_scores[0]):.3f})",
                                                   f"ablated (score {float(ablated.image_scores[0]):.3f})"])
         vmax = float(max(clean.maps.max(), ablated.maps.max()))
@@ -107,7 +112,9 @@ class NeuronExplorer:
         fig.update_xaxes(title_text="x (pixel)")
         fig.update_yaxes(title_text="y (pixel, row 0 at the top)", col=1)
         # resolve: row 0 at the top with ticks counted from the top, square pixels, in every format
-        fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] on image {image_index}")
+        direct = " (read directly)" if reader.overlap else ""
+        fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] on image {image_index}, "
+                                f"read at {', '.join(reader.hooks)} (all channels){direct}")
         return resolve(fig)
 
     def figures(self, hook: str, channel: int, image_index: int = 0) -> dict[str, go.Figure]:

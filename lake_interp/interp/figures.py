@@ -107,8 +107,13 @@ def ablation_figure(effect, metrics=("image_auroc", "pixel_auroc", "pixel_aupro"
     if rnd is not None:
         fig.add_bar(name=f"random neurons ablated (n={len(effect.random)} seeds)", x=labels, y=np.nanmean(rnd, 0),
                     error_y={"type": "data", "array": np.nanstd(rnd, 0)})
+    meta = effect.meta
+    read = ", ".join(hook_label(h) for h in meta.get("readout_hooks", [])) or "the detector"
+    direct = len(meta.get("readout_reads_ablated", []))
     fig.update_layout(barmode="group", yaxis_title="metric (0-1)", yaxis_range=[0, 1.05],
-                      title=f"Ablating {effect.meta['n_neurons']} neurons vs as many random ones")
+                      title=(f"Ablating {meta['n_neurons']} neurons ({meta['mode']}) vs as many random ones<br>"
+                             f"<sup>read by {meta.get('readout', 'the detector')} at {read}"
+                             + (f"; {direct} ablated units read directly" if direct else "") + "</sup>"))
     return fig
 
 

@@ -74,10 +74,9 @@ def state_dict_from_open_clip(oc: nn.Module, name: str | None = None) -> dict[st
 
 # Parameters whose dtype differs from open_clip's on purpose (values are the same in the forward):
 # the text tower computes in the dtype of its positional embedding (components/text.py), where
-# open_clip computes in its blocks' dtype and keeps the positional embedding fp32 under
-# precision='fp16'/'bf16'. Stored in the blocks' dtype it is cast exactly as open_clip casts it.
-# Empty this once TextTower computes in its blocks' dtype.
-COMPUTE_DTYPE_PARAMS = ("text.positional_embedding",)
+# Parameters stored in another dtype than open_clip's (none: TextTower computes in its blocks' dtype
+# as open_clip does, so the text positional embedding stays fp32 under precision='fp16'/'bf16').
+COMPUTE_DTYPE_PARAMS: tuple[str, ...] = ()
 
 
 def match_dtypes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -89,10 +88,6 @@ def match_dtypes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     for key, value in state_dict.items():
         if key in params and params[key].dtype != value.dtype:
             params[key].data = params[key].data.to(value.dtype)
-    text = getattr(model, "text", None)
-    if "text.positional_embedding" in COMPUTE_DTYPE_PARAMS and text is not None:
-        compute = text.blocks[0].attn.in_proj_weight.dtype if len(text.blocks) else text.positional_embedding.dtype
-        text.positional_embedding.data = text.positional_embedding.data.to(compute)
 
 
 _RENAMES = [

@@ -43,7 +43,8 @@ class TextTower(TowerWeights, nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: [batch, context_length] int -> [batch, output_dim]."""
-        dtype = self.positional_embedding.dtype
+        # the blocks' dtype, as open_clip's get_cast_dtype (embeddings may be kept fp32 in mixed precision)
+        dtype = self.blocks[0].mlp.c_fc.weight.dtype if len(self.blocks) else self.positional_embedding.dtype
         x = self.token_embedding(tokens).to(dtype) + self.positional_embedding.to(dtype)
         x = self.hook_embed(x)
         for block in self.blocks:
