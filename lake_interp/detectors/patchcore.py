@@ -49,6 +49,7 @@ from lake_interp.detectors.protocol import DetectionResult
 from lake_interp.lake.fusion import gaussian_blur
 from lake_interp.lake.inputs import image_sources, is_single_image, to_batch
 from lake_interp.lake.sites import BLOCK_SITES, resolve_layer
+from lake_interp.model.hook_sites import block_hook_names
 from lake_interp.model.tokens import patch_grid
 
 FORMAT = "lake_interp.patchcore/1"
@@ -322,7 +323,7 @@ class PatchCore:
             raise ValueError(f"PatchCoreConfig.layers {self.config.layers} name blocks {blocks} of a {n_layers}-block "
                              f"tower: a block twice; choose distinct layers")
         self.blocks = blocks
-        self.hooks = [f"visual.blocks.{b}.{self.config.site}" for b in blocks]
+        self.hooks = block_hook_names([self.config.site], blocks, "visual")
         self.memory_bank: Optional[torch.Tensor] = None  # [M, D]
         self.coreset_indices: Optional[torch.Tensor] = None  # into the support patches; None: all kept
         self.n_support_patches: Optional[int] = None

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lake_interp.interp.targets import Neurons, check_neurons
-from lake_interp.model.hook_sites import RESIDUAL_SITES, parse_hook_name
+from lake_interp.model.hook_sites import RESIDUAL_SITES, block_hook_names, hook_name, parse_hook_name
 
 DEFECT_WORDS = (
     "scratch", "crack", "hole", "stain", "dent", "rust", "contamination", "missing part", "broken",
@@ -97,9 +97,9 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
     neuron_direction(model, hook, channels[0])  # the same checks (site, tower) as the direct path
     batch = reference if isinstance(reference, torch.Tensor) and reference.ndim == 4 else to_batch(reference, model)
     n_layers = model.cfg.vision.n_layers
-    final = f"visual.blocks.{n_layers - 1}.hook_resid_post"
+    final = hook_name("visual", n_layers - 1, "hook_resid_post")
     # the explicit attention path (forward AD has no rule for the fused kernel)
-    explicit = [(f"visual.blocks.{b}.attn.hook_pattern", lambda act, hook: None) for b in range(n_layers)]
+    explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]
     out = []
     for channel in channels:
         seen = {}
