@@ -489,7 +489,10 @@ def test_preprocess_follows_the_model_resize_mode(tiny_open_clip):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 100, 3), dtype=np.uint8))
     expected = image_transform_v2(PreprocessCfg(**oc.visual.preprocess_cfg), is_train=False)(image)
     centre_crop = open_clip.image_transform(model.image_size, is_train=False)(image)
-    assert torch.equal(model.preprocess(image), expected) and not torch.equal(expected, centre_crop)
+    assert torch.equal(model.open_clip_preprocess(image), expected) and not torch.equal(expected, centre_crop)
+    # the package's own preprocessing squashes with bicubic interpolation, whatever open_clip's config says
+    squash = PreprocessCfg(**dict(oc.visual.preprocess_cfg, interpolation="bicubic"))
+    assert torch.equal(model.preprocess(image), image_transform_v2(squash, is_train=False)(image))
 
 
 def test_tokenizer_follows_a_forced_context_length():

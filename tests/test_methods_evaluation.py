@@ -209,13 +209,14 @@ def test_lake_preprocessing_is_open_clips_squash_transform(tiny_model):
     assert torch.equal(to_batch(_pictures(), tiny_model), torch.stack([transform(p) for p in _pictures()]))
 
 
-@pytest.mark.xfail(strict=True, reason="HookedCLIP.preprocess (lake_interp/model, another owner) is still open_clip's "
-                   "shortest-side resize + centre crop; LAKE squashes (lake_interp.lake.inputs.squash_transform)")
 def test_model_preprocess_is_lakes_preprocessing(tiny_model):
-    from lake_interp.lake.inputs import to_batch
+    """run_with_cache(model.preprocess(x)) sees the image as LAKE does: its patch positions line up
+    with LAKE's maps (squash, no crop), and both equal open_clip's squash transform."""
+    from lake_interp.lake.inputs import squash_transform, to_batch
 
     for picture in _pictures():
         assert torch.equal(tiny_model.preprocess(picture), to_batch(picture, tiny_model)[0])
+        assert torch.equal(tiny_model.preprocess(picture), squash_transform(tiny_model)(picture))
 
 
 # --- streamed scoring and the evaluation layer ----------------------------------------------------------------

@@ -62,16 +62,16 @@ def iter_batches(items: Any, batch_size: int) -> Iterator[Any]:
 
 def preprocess_image(image: Any, model) -> torch.Tensor:
     """One image (PIL, path, Sample, array) -> [3, S, S] float32 on the CPU: the one preprocessing
-    of the package. Squash: resized to S x S without cropping (the whole image is scored, whatever
+    of the package, `model.preprocess` (a `lake_interp.model.preprocess.SquashPreprocess`). Squash: resized to S x S without cropping (the whole image is scored, whatever
     its aspect ratio; a map resized back to the image's size lines up with it), bicubic (PIL),
     then scaled to [0, 1] and normalised with the model's mean and std. The same as open_clip's
     eval transform with ``resize_mode="squash"`` (``squash_transform``)."""
-    size = model.image_size
-    array = np.asarray(to_pil(image).resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0
-    x = torch.from_numpy(array).permute(2, 0, 1)
-    mean = torch.tensor(model.image_mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(model.image_std, dtype=torch.float32).view(3, 1, 1)
-    return (x - mean) / std
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is None:  # a model object without one: the same squash from its size, mean and std
+        from lake_interp.model.preprocess import SquashPreprocess
+
+        preprocess = SquashPreprocess(model.image_size, model.image_mean, model.image_std)
+    return preprocess(to_pil(image))
 
 
 def squash_transform(model):

@@ -52,6 +52,7 @@ from transformer_lens import HookedRootModule
 from lake_interp.model import hook_sites
 from lake_interp.model.cache import CLIPActivationCache
 from lake_interp.model.components import TextTower, VisionTower
+from lake_interp.model.preprocess import SquashPreprocess
 from lake_interp.model.config import HookedCLIPConfig
 from lake_interp.model.convert import config_from_open_clip, match_dtypes, state_dict_from_open_clip
 from lake_interp.model.tokenizer import resolve_tokenizer
@@ -76,7 +77,9 @@ class HookedCLIP(HookedRootModule):
         self.text = TextTower(cfg.text)
         self.logit_scale = nn.Parameter(torch.tensor(0.0))
         self.logit_bias = nn.Parameter(torch.tensor(0.0)) if cfg.logit_bias else None
-        self.preprocess = preprocess  # open_clip's eval transform: PIL image -> [3, H, W]
+        # the package's preprocessing (squash, no crop: what LAKE and the tools use), PIL image -> [3, S, S]
+        self.preprocess = SquashPreprocess(cfg.vision.image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+        self.open_clip_preprocess = preprocess  # open_clip's eval transform (most models: resize + centre crop)
         self.tokenizer = tokenizer  # open_clip's tokenizer: list[str] -> [n, context_length]
         self.image_mean: tuple[float, ...] = OPENAI_DATASET_MEAN  # per-channel normalisation of inputs
         self.image_std: tuple[float, ...] = OPENAI_DATASET_STD
@@ -109,6 +112,7 @@ class HookedCLIP(HookedRootModule):
         match_dtypes(model, state)
         model.load_state_dict(state, strict=True)
         model.image_mean, model.image_std = tuple(pre.mean), tuple(pre.std)
+        model.preprocess = SquashPreprocess(model.image_size, model.image_mean, model.image_std)
         return model
 
     @classmethod
