@@ -429,7 +429,7 @@ def _lake_run_child(spec: dict) -> int:
     gpu = {"gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
     print("LAKE_RUN " + json.dumps({"category": spec["category"], "image_size": spec["image_size"],
                                     "test_images": n_test, "shots": spec["shots"], "seeds": spec["seeds"],
-                                    "rows": len(rows), "run_benchmark_s": dt, **gpu}))
+                                    "rows": len(rows), "run_benchmark_s": dt, "methods": list(bench.methods), **gpu}))
     _print_own_peak()
     return 0
 
@@ -498,7 +498,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     if r:
         rows += [
             ("lake_benchmark", f"run_benchmark, 1 synthetic category ({r['test_images']} test, "
-             f"shots {r['shots']}, seeds {r['seeds']}, 4 methods)", f"{r['run_benchmark_s']:.1f} s",
+             f"shots {r['shots']}, seeds {r['seeds']}, methods {', '.join(r.get('methods', []))})",
+             f"{r['run_benchmark_s']:.1f} s",
              f"process {r['process_wall_s']:.1f} s"),
             ("lake_benchmark", "peak RSS of that process", f"{r['peak_rss_mb']:.0f} MB", ""),
         ]
