@@ -22,6 +22,7 @@ __all__ = [
     "stack_masks",
     "undefined",
     "class_counts",
+    "exact_float_dtype",
 ]
 
 
@@ -63,15 +64,38 @@ def _as_bool(x: np.ndarray) -> np.ndarray:
     return x if x.dtype == np.bool_ else x > 0.5
 
 
+def _check_numeric(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` as a real numeric array (bool, int, float), refusing anything else by name."""
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be numeric (bool, int or float); got dtype {x.dtype}")
+    return x
+
+
 def _check_finite(x: np.ndarray, what: str) -> None:
-    if x.dtype.kind == "f" and np.isnan(x).any():
-        raise ValueError(f"{what} contain NaN")
+    _check_numeric(x, what)
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            n_nan = int(np.isnan(x).sum())
+            raise ValueError(f"{what} must be finite: {n_nan} NaN and {int(bad.sum()) - n_nan} infinite "
+                             f"values among {x.size}")
+
+
+def exact_float_dtype(x: np.ndarray) -> np.dtype:
+    """float32 where every value of ``x`` is exactly a float32 (so ranking in float32 loses nothing),
+    float64 otherwise: maps that differ only below float32 precision keep their order."""
+    if x.dtype in (np.float32, np.float16, np.bool_, np.int8, np.uint8, np.int16, np.uint16):
+        return np.dtype(np.float32)
+    x32 = x.astype(np.float32)
+    if np.array_equal(x32.astype(x.dtype), x):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def prepare_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     """1-D scores (dtype kept) and 1-D bool labels (0/1 or bool, anything else refused) of the same length."""
     s = as_numpy(scores).reshape(-1)
-    raw = as_numpy(labels).reshape(-1)
+    raw = _check_numeric(as_numpy(labels).reshape(-1), "labels")
     if raw.dtype != np.bool_ and not np.isin(raw, (0, 1)).all():
         bad = np.unique(raw[~np.isin(raw, (0, 1))])[:5].tolist()
         raise ValueError(f"labels must be 0 (normal) or 1 (anomalous), or bool; got {bad}")
@@ -139,7 +163,7 @@ def resize_maps_masks(maps: np.ndarray, masks: np.ndarray, size) -> tuple[np.nda
     h, w = _size_hw(size)
     out_maps = maps
     if maps.shape[1:] != (h, w):
-        out_maps = np.empty((maps.shape[0], h, w), dtype=np.float32)
+        out_maps = np.empty((maps.shape[0], h, w), dtype=np.float64 if maps.dtype == np.float64 else np.float32)
         zoom = (h / maps.shape[1], w / maps.shape[2])
         for i in range(maps.shape[0]):
             ndimage.zoom(maps[i], zoom, output=out_maps[i], order=1, mode="nearest", grid_mode=True)
@@ -155,7 +179,10 @@ def resize_maps_masks(maps: np.ndarray, masks: np.ndarray, size) -> tuple[np.nda
 
 
 def prepare_maps_masks(maps, masks, resolution=None) -> tuple[np.ndarray, np.ndarray]:
-    """C-contiguous float32 maps and bool masks, both [N, H, W] of the same shape.
+    """C-contiguous float maps and bool masks, both [N, H, W] of the same shape.
+
+    Maps are float32 where that is exact, float64 otherwise (``exact_float_dtype``): no two
+    different scores are ever made equal. They must be numeric and finite (ValueError otherwise).
 
     ``resolution`` (int or (H, W)) resizes both to that size first; without it, maps and masks
     of different sizes raise ValueError. ``masks`` may also be a list as the datasets give it:
@@ -167,11 +194,11 @@ def prepare_maps_masks(maps, masks, resolution=None) -> tuple[np.ndarray, np.nda
         if len(masks) != m.shape[0]:
             raise ValueError(f"maps and masks hold different numbers of images: maps {m.shape}, {len(masks)} masks")
         masks = stack_masks(masks, m.shape[1:] if resolution is None else resolution)
-    g = _to_nhw(_as_bool(as_numpy(masks)), "masks")
+    g = _to_nhw(_as_bool(_check_numeric(as_numpy(masks), "masks")), "masks")
     if m.shape[0] != g.shape[0]:
         raise ValueError(f"maps and masks hold different numbers of images: maps {m.shape}, masks {g.shape}")
     _check_finite(m, "maps")
-    m = np.ascontiguousarray(m, dtype=np.float32)
+    m = np.ascontiguousarray(m, dtype=exact_float_dtype(m))
     g = np.ascontiguousarray(g)
     if resolution is not None:
         m, g = resize_maps_masks(m, g, resolution)

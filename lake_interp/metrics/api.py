@@ -30,7 +30,7 @@ def pixel_metrics(maps, masks, resolution=None, fpr_limit: float = 0.3) -> dict[
       (``scipy.ndimage.zoom``, see ``resize_maps_masks``).
     * ``fpr_limit``: FPR integration limit of the AU-PRO (official MVTec AD definition).
 
-    Maps are scored as float32; all four metrics come from one sort of the pixels (exact, no
+    Maps are ranked exactly (float32 where that loses nothing, float64 otherwise); all four metrics come from one sort of the pixels (exact, no
     subsampling). NaN for all, with an ``UndefinedMetricWarning``, without anomalous (or normal)
     pixels.
     """

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
-from ._inputs import class_counts, prepare_maps_masks, undefined
+from ._inputs import class_counts, prepare_maps_masks
 from .ranking import RANKING_KEYS, RankingAccumulator, iter_curve, pack_keys, score_codes
 
 __all__ = ["aupro", "aupro_200_thresholds", "pixel_curve_metrics", "iter_regions"]
@@ -93,15 +93,34 @@ class ProAccumulator:
         return float(self._area / self.limit)
 
 
+def _dense_codes(flat: np.ndarray):
+    """A chunk coder for float64 scores: code = number of distinct values above the score (uint32;
+    equal scores equal codes, ascending code = descending score), exact at float64 precision."""
+    distinct = np.unique(flat)  # sorted; -0.0 and +0.0 are one value
+    if distinct.size > 1 << 32:
+        raise ValueError(f"more than 2^32 distinct scores ({distinct.size}); cannot rank them in uint32 codes")
+    top = distinct.size - 1
+
+    def codes(chunk: np.ndarray) -> np.ndarray:
+        return (top - np.searchsorted(distinct, chunk)).astype(np.uint32)
+
+    return codes
+
+
 def pixel_curve_metrics(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3,
                         ranking: bool = True) -> dict[str, float]:
     """AUPRO (and, with ``ranking``, pixel AUROC/AP/F1-max) from a single sort of all pixels.
 
-    ``maps``: float32 [N, H, W]; ``masks``: bool [N, H, W] (see ``prepare_maps_masks``).
-    Memory: one uint64 key per pixel plus chunk-sized temporaries.
+    ``maps``: float32 or float64 [N, H, W]; ``masks``: bool [N, H, W] (see ``prepare_maps_masks``).
+    float32 maps are coded chunk by chunk from their bits; float64 maps (whose values are not all
+    float32, see ``exact_float_dtype``) by their dense rank among all distinct values, so they are
+    ranked exactly. Memory: one uint64 key per pixel plus chunk-sized temporaries (float64 maps:
+    plus the sorted distinct values).
     """
     fpr_limit = _check_limit(fpr_limit)
-    maps = np.asarray(maps, dtype=np.float32)  # score_codes runs chunk-wise: needs float32 codes
+    maps = np.asarray(maps)
+    if maps.dtype != np.float64:
+        maps = maps.astype(np.float32, copy=False)
     masks = np.asarray(masks, dtype=bool)
     names = (*RANKING_KEYS, "aupro") if ranking else ("aupro",)
     n_pos, n_neg, nan_result = class_counts(masks, names, "pixels")
@@ -110,10 +129,11 @@ def pixel_curve_metrics(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 
 
     keys = np.empty(masks.size, dtype=np.uint64)
     flat = maps.reshape(-1)
+    codes = score_codes if maps.dtype == np.float32 else _dense_codes(flat)
     all_sizes = []
     for images, labels, sizes in iter_regions(masks):
         px = slice(images.start * maps[0].size, images.stop * maps[0].size)
-        pack_keys(score_codes(flat[px]), labels.reshape(-1), out=keys[px])
+        pack_keys(codes(flat[px]), labels.reshape(-1), out=keys[px])
         all_sizes.append(sizes)
     sizes = np.concatenate(all_sizes)
     weights = np.concatenate(([0.0], 1.0 / sizes))
@@ -164,7 +184,8 @@ def aupro_200_thresholds(maps, masks, fpr_limit: float = 0.3, resolution=None,
         return nan_result[name[0]]
     lo, hi = maps.min(), maps.max()
     if not hi > lo:
-        return undefined(name, "constant anomaly maps")[name[0]]
+        raise ValueError("aupro_200_thresholds is undefined on constant anomaly maps (its thresholds span "
+                         "[min, max) of the maps); use aupro, the official MVTec AU-PRO, which is defined there")
     thresholds = np.arange(lo, hi, (hi - lo) / num_thresholds)
     k = thresholds.size
     # bin b = number of thresholds strictly below the score: score > thresholds[j]  <=>  j < b
@@ -189,7 +210,12 @@ def aupro_200_thresholds(maps, masks, fpr_limit: float = 0.3, resolution=None,
     keep = fprs < fpr_limit
     fprs, pros = fprs[keep], pros[keep]
     if fprs.size < 2 or not fprs.max() > fprs.min():
-        return undefined(name, f"fewer than two distinct FPRs below {fpr_limit}")[name[0]]
+        n_distinct = np.unique(maps).size
+        raise ValueError(
+            f"aupro_200_thresholds is undefined here: its {num_thresholds} thresholds give fewer than two "
+            f"distinct FPRs below fpr_limit={fpr_limit} (the maps hold {n_distinct} distinct values: binary or "
+            "heavily tied maps), so its min-max rescaled curve has no width (AnomalyCLIP's code divides by "
+            "zero there); use aupro, the official MVTec AU-PRO, which is defined on any maps")
     fprs = (fprs - fprs.min()) / (fprs.max() - fprs.min())
     # FPR decreases with the threshold: the area is minus the trapezoid in threshold order.
     return float(-np.sum(0.5 * (pros[1:] + pros[:-1]) * np.diff(fprs)))
