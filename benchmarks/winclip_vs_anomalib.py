@@ -10,7 +10,11 @@ the text embeddings are random (their cost is once per class, not per image, and
 on the images) so neither side spends minutes on the text tower. Timed: scoring the batch (tower
 on the whole images and on every window, zero- and few-shot maps, upsampling), after one warm-up
 call. Rounds alternate anomalib / ours; the ratio is ours / anomalib of the median per-image
-times (and, per round, of the paired medians).
+times (and, per round, of the paired medians). On a shared, busy machine prefer `--paired`: both
+in one process, single calls alternating, the median of per-pair ratios:
+
+    PYTHONPATH=.:.venv/lib/python3.11/site-packages /work/refvenv/bin/python \
+        benchmarks/winclip_vs_anomalib.py --paired --repeats 4 --rounds 2
 
 anomalib is timed twice: "fixed" (its window pass with the token layout restored, i.e. the same
 computation as ours; see lake_interp/detectors/winclip.py) and "stock" (as installed: with
@@ -45,6 +49,8 @@ def build(name: str, seed: int):
 
     import open_clip
 
+    if name not in open_clip.list_models():  # lake-tiny, the package's small config
+        open_clip.add_model_config(Path(__file__).resolve().parents[1] / "lake_interp" / "model" / "model_configs")
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,36 +68,77 @@ def time_calls(fn, repeats: int) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------------ anomalib side
-def anomalib_worker(args) -> None:
+def anomalib_scorer(args, mode: str):
+    """(callable scoring the test batch with anomalib's WinClipModel, the test batch)."""
     import open_clip
     from anomalib.models.image.winclip import torch_model as tm
 
-    torch.set_num_threads(args.threads)
     oc = build(args.model, args.seed)
     size = oc.visual.image_size[0] if isinstance(oc.visual.image_size, tuple) else oc.visual.image_size
     test, ref = inputs(size, args.images, args.k, args.seed)
-    tm.open_clip.create_model_and_transforms = lambda *a, **kw: (oc, None, open_clip.image_transform(size, is_train=False))
-    if args.mode == "fixed":
-        original = tm.WinClipModel._get_window_embeddings
-
-        def fixed(self, feature_map, masks):
-            self.clip.visual.transformer.batch_first = False
-            try:
-                return original(self, feature_map, masks)
-            finally:
-                self.clip.visual.transformer.batch_first = True
-
-        tm.WinClipModel._get_window_embeddings = fixed
     text = random_text(oc.text_projection.shape[1], args.seed)
+    original_create, original_windows = tm.open_clip.create_model_and_transforms, tm.WinClipModel._get_window_embeddings
+    original_text = tm.WinClipModel._collect_text_embeddings
+
+    def fixed(self, feature_map, masks):
+        self.clip.visual.transformer.batch_first = False
+        try:
+            return original_windows(self, feature_map, masks)
+        finally:
+            self.clip.visual.transformer.batch_first = True
 
     def set_text(self, class_name):
         self._text_embeddings = text
 
+    tm.open_clip.create_model_and_transforms = lambda *a, **kw: (oc, None, open_clip.image_transform(size, is_train=False))
     tm.WinClipModel._collect_text_embeddings = set_text
-    model = tm.WinClipModel(class_name="object", reference_images=ref).eval()
+    try:
+        model = tm.WinClipModel(class_name="object", reference_images=ref).eval()
+    finally:
+        tm.open_clip.create_model_and_transforms = original_create
+        tm.WinClipModel._collect_text_embeddings = original_text
+    # the layout fix is looked up on the class at call time: bind it to this instance only
+    if mode == "fixed":
+        model._get_window_embeddings = fixed.__get__(model)
+    return (lambda: model(test)), test
+
+
+def anomalib_worker(args) -> None:
+    torch.set_num_threads(args.threads)
+    score, _ = anomalib_scorer(args, args.mode)
     with torch.no_grad():
-        times = time_calls(lambda: model(test), args.repeats)
+        times = time_calls(score, args.repeats)
     print(json.dumps({"per_image_s": [t / args.images for t in times]}))
+
+
+def run_paired(args) -> None:
+    """Both in this process (anomalib and lake_interp importable together): calls alternate back to
+    back, order swapped every pair; the ratio is the median of the per-pair ratios."""
+    det, test = ours_setup(args)
+    ref_score, _ = anomalib_scorer(args, "fixed")
+    ours_score = lambda: det.score(test)  # noqa: E731
+    ours, ref, ratios = [], [], []
+    with torch.no_grad():
+        ref_score(), ours_score()  # warm-up
+        for i in range(args.repeats * args.rounds):
+            pair = {}
+            for name, fn in ((("ref", ref_score), ("ours", ours_score)) if i % 2 == 0 else
+                             (("ours", ours_score), ("ref", ref_score))):
+                t = time.perf_counter()
+                fn()
+                pair[name] = (time.perf_counter() - t) / args.images
+            ours.append(pair["ours"])
+            ref.append(pair["ref"])
+            ratios.append(pair["ours"] / pair["ref"])
+            print(f"pair {i}: anomalib(fixed) {pair['ref']:.3f} s/img, ours {pair['ours']:.3f} s/img, "
+                  f"ratio {ratios[-1]:.3f}", flush=True)
+    med = statistics.median
+    print(f"\n{args.model}, WinCLIP+ k={args.k}, batch {args.images}, {args.threads} threads, {len(ratios)} pairs, "
+          f"torch {torch.__version__}, in one process")
+    print(f"anomalib WinClipModel (fixed layout) : {med(ref):.3f} s per image")
+    print(f"lake_interp WinCLIP                  : {med(ours):.3f} s per image")
+    print(f"ratio ours / anomalib(fixed)         : {med(ratios):.3f} (median of per-pair ratios; "
+          f"min {min(ratios):.3f}, max {max(ratios):.3f})")
 
 
 def run_anomalib(args, mode: str) -> list[float]:
@@ -129,13 +176,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-stock", action="store_true", help="skip timing stock anomalib")
+    p.add_argument("--paired", action="store_true",
+                   help="time both in this process, calls alternating (needs anomalib and lake_interp importable "
+                        "together, e.g. PYTHONPATH=.:.venv/lib/python3.11/site-packages /work/refvenv/bin/python ...)")
     p.add_argument("--anomalib-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="fixed", choices=("fixed", "stock"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.anomalib_worker:
         return anomalib_worker(args)
-
     torch.set_num_threads(args.threads)
+    if args.paired:
+        return run_paired(args)
+
     det, test = ours_setup(args)
     ours, ref_fixed, ref_stock, paired = [], [], [], []
     for r in range(args.rounds):

@@ -243,6 +243,10 @@ def test_protocol_and_refusals(tiny):
     with pytest.raises(ValueError, match="larger than the patch grid"):
         WinCLIP(m, {"scales": (m.grid_size + 1,)})
     assert WinCLIPConfig.from_dict(json.loads(json.dumps(WinCLIPConfig().to_dict()))) == WinCLIPConfig()
+    gen = tiny.zero_shot.with_support(im for im in tiny.ref[:2])  # a generator is read once, not consumed by counting
+    assert (gen.k_shot, gen.method, tiny.zero_shot.k_shot) == (2, "winclip_plus", 0)
+    assert gen.text_embeddings is tiny.zero_shot.text_embeddings
+    assert tiny.zero_shot.with_support(None).method == "winclip"
     res = tiny.results[2]
     assert res.image_scores.shape == (2,) and res.parts["few_shot_map"].shape == (2, s, s)
     assert res.parts["few_shot_grid"].shape == (2, m.grid_size, m.grid_size)
@@ -264,6 +268,7 @@ def agreement_table() -> list[tuple]:
     rows = []
     for name in META["cases"]:
         c = get_case(name)
+        rows.append((c.spec["model"], "-", "text emb.", *rel_diff(c.zero_shot.text_embeddings.cpu(), TENSORS[f"{name}/text_embeddings"])))
         for k in META["shots"]:
             res = c.results[k]
             rows.append((c.spec["model"], k, "image scores", *rel_diff(res.image_scores, c.expected(k, "pred_score"))))

@@ -212,6 +212,13 @@ def winclip_text_embeddings(model, class_name: str, normal_states: Sequence[str]
     return torch.stack(out)
 
 
+def _materialise(images: Any) -> Any:
+    """A one-shot iterable (generator) as a list, so that counting it does not consume it."""
+    if images is None or isinstance(images, (torch.Tensor, WinCLIPEmbeddings)) or is_single_image(images):
+        return images
+    return list(images)
+
+
 def _n_images(images: Any) -> int:
     if images is None:
         return 0
@@ -283,6 +290,7 @@ class WinCLIP:
         """Collect the text embeddings (once per detector) and, for WinCLIP+, the reference memory of
         exactly `k_shot` normal images (tensor batch, PIL images, paths or Samples, or their
         `WinCLIPEmbeddings` from `embed`, used as they are)."""
+        support = _materialise(support)
         n = _n_images(support)
         if n != self.k_shot:
             hint = ("zero-shot WinCLIP takes no support images: pass None or build it with k_shot="
@@ -305,6 +313,7 @@ class WinCLIP:
     def with_support(self, support: Any) -> "WinCLIP":
         """A copy with the same model, config and text embeddings, fitted on `support` (images or
         `WinCLIPEmbeddings`; its k_shot is the number of images in it; none: zero-shot)."""
+        support = _materialise(support)
         other = copy.copy(self)
         other.k_shot = _n_images(support)
         other.reference = None
