@@ -215,3 +215,98 @@ def test_plain_data_figures_and_what_the_target_reads(tiny_model, data, tmp_path
         attribute(lake, images, "region", readout="detector")
     with pytest.raises(ValueError, match="pass support"):
         attribute(lake, images, "score")
+
+
+# --- section 2: the causal criterion on pseudo-anomalies --------------------------------------------------
+
+
+def test_pseudo_anomalies_masks_are_exact_and_deterministic(data):
+    from lake_interp.data.pseudo import KINDS, pseudo_anomalies
+
+    support = data[0]
+    a = pseudo_anomalies(support, seed=3)
+    b = pseudo_anomalies(support, seed=3)
+    c = pseudo_anomalies(support, seed=4)
+    assert [p.kind for p in a] == list(KINDS) * len(support) and [p.source for p in a] == [0, 0, 0, 1, 1, 1]
+    for p, q, r in zip(a, b, c):
+        clean = np.asarray(support[p.source].image.convert("RGB"))
+        img = np.asarray(p.image)
+        np.testing.assert_array_equal(p.mask, (img != clean).any(-1))  # True exactly where it differs
+        assert p.mask.sum() >= 4
+        np.testing.assert_array_equal(img, np.asarray(q.image))
+    assert any((np.asarray(p.image) != np.asarray(r.image)).any() for p, r in zip(a, c))
+
+
+@torch.no_grad()
+def plant_quiet_channel(model, channel, coefs):
+    """Residual channel `channel` of every block = per patch coefs . mean RGB (pixels in [0, 1]);
+    no block writes it (as tests/planted.py, with any colour direction)."""
+    v, p = model.visual, model.cfg.vision.patch_size
+    std = torch.tensor(model.image_std)
+    v.conv1.weight[channel] = (torch.tensor(coefs, dtype=torch.float32) * std).view(3, 1, 1).expand(3, p, p) / p**2
+    v.positional_embedding[:, channel] = 0.0
+    v.class_embedding[channel] = 0.0
+    for block in v.blocks:
+        for w in (block.attn.out_proj, block.mlp.c_proj):
+            w.weight[channel] = 0.0
+            w.bias[channel] = 0.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def quiet_model(tiny_open_clip, data):
+    """The planted channel reads the colour direction along which the normal support patches vary
+    least (smallest eigenvector of their patch-mean colour covariance), with gain 30: nearly
+    constant on normal images (low variance), moved by any colour change (magenta defects,
+    pseudo-anomalies)."""
+    from lake_interp import HookedCLIP
+
+    support = data[0]
+    p = 8
+    x = np.stack([np.asarray(s.image.convert("RGB"), float) / 255 for s in support])
+    n, h, w, _ = x.shape
+    patches = x.reshape(n, h // p, p, w // p, p, 3).mean(axis=(2, 4)).reshape(-1, 3)
+    quiet = np.linalg.eigh(np.cov(patches.T))[1][:, 0]
+    return plant_quiet_channel(HookedCLIP.from_open_clip(tiny_open_clip, "lake-tiny"), CHANNEL, 30.0 * quiet)
+
+
+def test_causal_criterion_picks_the_low_variance_planted_unit_variance_does_not(quiet_model, data, magenta_root):
+    from lake_interp.evaluation import metrics
+
+    support = data[0]
+    cfg = LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0)
+    var = Lake(quiet_model, cfg, class_name="disc").fit(support)
+    attr = Lake(quiet_model, cfg.replace(criterion="attribution"), class_name="disc").fit(support)
+    for h in var.hooks:  # variance: the planted channel is among the least varying; attribution: first
+        assert int(var.neurons.indices[h][0]) != CHANNEL
+        assert (var.neurons.all_scores[h] < var.neurons.all_scores[h][CHANNEL]).sum() < 8
+        assert int(attr.neurons.indices[h][0]) == CHANNEL
+    assert attr.neurons.criterion == "attribution"
+    # and it is the unit that causes the response: the magenta defects are found with it, not without
+    test = list(MVTecAD(magenta_root, "disc", "test"))
+    labels = np.array([s.label for s in test])
+    masks = [s.mask for s in test]
+    m_attr, m_var = (metrics(d.score([s.image for s in test]), labels, masks) for d in (attr, var))
+    assert m_attr["pixel_auroc"] > 0.95 and m_attr["pixel_auroc"] > m_var["pixel_auroc"] + 0.1
+    # deterministic for a seed; another seed draws other pseudo-anomalies (other scores, same pick)
+    again = Lake(quiet_model, cfg.replace(criterion="attribution"), class_name="disc").fit(support)
+    other = Lake(quiet_model, cfg.replace(criterion="attribution", seed=1), class_name="disc").fit(support)
+    for h in attr.hooks:
+        torch.testing.assert_close(again.neurons.all_scores[h], attr.neurons.all_scores[h], rtol=0, atol=0)
+        assert not torch.equal(other.neurons.all_scores[h], attr.neurons.all_scores[h])
+        assert int(other.neurons.indices[h][0]) == CHANNEL
+    with pytest.raises(ValueError, match="pseudo-anomalies made from the support"):
+        Lake(quiet_model, cfg.replace(criterion="attribution"), class_name="disc").fit_activations(
+            var.patch_activations(support, var.hooks))
+
+
+def test_sweep_compares_the_criteria(quiet_model, data, magenta_root):
+    from lake_interp.interp.sweep import sweep
+
+    support = data[0]
+    test = list(MVTecAD(magenta_root, "disc", "test"))
+    cfg = LakeConfig(k_neurons=1, distance="euclidean", text_weight=0.0)
+    res = sweep(quiet_model, support, test, "criterion", ["variance", "random", "attribution"], base=cfg,
+                class_name="disc", progress=False)
+    auroc = {r["value"]: r["pixel_auroc"] for r in res.rows}
+    assert auroc["attribution"] > auroc["variance"] + 0.1

@@ -260,6 +260,10 @@ class _References:
         self.means = {h: r.float().mean(dim=0) for h, r in self.refs.items()} if mode == "mean" else {}
         self.generator = torch.Generator().manual_seed(seed)
 
+    def moved(self, hook: str, act: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """act - reference on the hook's units (`columns`: act's unit columns)."""
+        return columns if self.mode == "zero" else columns - self.values(hook, act).to(columns)
+
     def values(self, hook: str, act: torch.Tensor) -> torch.Tensor:
         """[..., n units of hook]: the reference value at every token of `act` [B, T, d]."""
         idx = self.grouped[hook]
@@ -270,6 +274,13 @@ class _References:
         pool = self.refs[hook]
         pick = torch.randint(len(pool), act.shape[:-1], generator=self.generator)
         return pool[pick].to(act)
+
+
+def _columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[..., idx], without a copy when idx is every channel in order."""
+    if len(idx) == x.shape[-1] and bool((idx == torch.arange(len(idx))).all()):
+        return x
+    return x[..., idx.to(x.device)]
 
 
 # ------------------------------------------------------------------------------------ result
@@ -457,7 +468,7 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
     lake = reader.lake
     if bank == "refit" and support is None:
         raise ValueError("bank='refit' rebuilds the bank from the support images: pass support=")
-    unit_list = [(h, int(i)) for h, idx in grouped.items() for i in idx.tolist()]
+    unit_list = [(h, i) for h, idx in grouped.items() for i in idx.tolist()]
     offsets = np.cumsum([0] + [len(idx) for idx in grouped.values()])
     read_hooks = _required_hooks(lake)
     n_total = len(images)
@@ -490,17 +501,16 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
             maps, scores = lake_maps(lake, acts, s_acts)
             masks = masks_all[start : start + b].to(device) if masks_all is not None else None
             t = _target(target, maps, scores, masks)
-            leaves = list(store["leaves"].values())
-            s_leaves = list(support_store["leaves"].values()) if support_store else []
+            leaves = [store["leaves"][h] for h in grouped]
+            s_leaves = [support_store["leaves"][h] for h in grouped] if support_store else []
             grads = torch.autograd.grad((t.sum() / n_total), leaves + s_leaves, allow_unused=True)
         backwards += 1
         per_unit = []
         batch_tokens = []
         for k, h in enumerate(grouped):
-            idx = grouped[h].to(device)
             grad = grads[k]
-            a = store["acts"][h][..., idx]
-            contrib = (grad[..., idx] * n_total) * (a - refs.values(h, store["acts"][h]).to(a)) \
+            a = _columns(store["acts"][h], grouped[h])
+            contrib = (_columns(grad, grouped[h]) * n_total) * refs.moved(h, store["acts"][h], a) \
                 if grad is not None else torch.zeros_like(a)
             per_unit.append(contrib.sum(dim=1))
             if keep_maps:
@@ -510,9 +520,8 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
                 grad = grads[len(leaves) + k]
                 if grad is None:
                     continue
-                idx = grouped[h].to(device)
-                a = support_store["acts"][h][..., idx]
-                part = (grad[..., idx] * (a - refs.values(h, support_store["acts"][h]).to(a))).sum(dim=(0, 1))
+                a = _columns(support_store["acts"][h], grouped[h])
+                part = (_columns(grad, grouped[h]) * refs.moved(h, support_store["acts"][h], a)).sum(dim=(0, 1))
                 support_part[offsets[k] : offsets[k + 1]] += part.detach().double().cpu().numpy()
         values.append(torch.cat(per_unit, dim=-1).detach().double().cpu().numpy())
         targets.append(t.detach().double().cpu().numpy())
@@ -547,7 +556,7 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
         "target": target, "target_description": _describe_target(target, region, lake),
         "mode": mode, "reference": _reference_label(mode, reference), "seed": seed,
         "readout": reader.name, "readout_method": reader.description, "readout_hooks": read_hooks,
-        "read_directly": sorted([list(p) for p in reader.read_directly if p in set(unit_list)]),
+        "read_directly": sorted([list(p) for p in reader.read_directly & set(unit_list)]),
         "bank": bank, "not_differentiable": list(NOT_DIFFERENTIABLE),
         "sign": "attribution ~ target(clean) - target(unit replaced by its reference); positive: the unit raises it",
         "cost": {"forward_passes": forwards, "backward_passes": backwards, "batches": math.ceil(n_total / bs)},

@@ -67,7 +67,7 @@ def sweep(model, support: Any, test, param: str, values: Sequence, base: Optiona
     from tqdm.auto import tqdm
 
     for value, condition, seed, lake in tqdm(lakes, desc=f"sweep {param}", unit="fit", disable=not progress):
-        lake.fit_activations(support_acts, text_features=text)
+        lake.fit_activations(support_acts, text_features=text, support=support)  # images: criterion "attribution"
         result = lake.score_activations(test_acts)
         rows.append({"value": _label(value), "condition": condition, "seed": seed,
                      **metrics(result, labels, masks)})

@@ -19,7 +19,7 @@ TEMPLATES = (
     "a photo of a {} for anomaly detection.",
 )
 
-Criterion = Union[str, Callable]  # "variance" | "random" | "all" | (activations [N, d]) -> scores [d]
+Criterion = Union[str, Callable]  # "variance" | "random" | "all" | "attribution" | (activations [N, d]) -> scores [d]
 Layer = Union[int, float]  # int: block index (negative from the end); float in (0, 1]: relative depth
 
 
@@ -37,11 +37,13 @@ class LakeConfig:
     # --- neuron selection
     criterion: Criterion = "variance"
     """"variance" over the support patch tokens (the paper's), "random" (seeded control), "all" (no
-    selection: plain nearest-neighbour patch matching), or a callable activations [N, d] -> scores [d]."""
+    selection: plain nearest-neighbour patch matching), "attribution" (causal: attribution to the anomaly
+    score of pseudo-anomalies made from the support images, `lake_interp.lake.causal`; needs the support
+    images, not only their activations), or a callable activations [N, d] -> scores [d]."""
     k_neurons: int = 100
     """K neurons kept per hook point (the top-K by criterion score); K larger than the width is an error."""
     seed: int = 0
-    """Seed of the random criterion."""
+    """Seed of the random criterion and of the attribution criterion's pseudo-anomalies."""
 
     # --- visual branch: nearest neighbour in the normality bank
     distance: str = "cosine"
@@ -74,9 +76,10 @@ class LakeConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LakeConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
-        known = ("variance", "random", "all")
+        known = ("variance", "random", "all", "attribution")
         if isinstance(self.criterion, str) and not (self.criterion in known or self.criterion.startswith("custom:")):
-            raise ValueError(f"LakeConfig.criterion={self.criterion!r}; expected variance, random, all or a callable")
+            raise ValueError(f"LakeConfig.criterion={self.criterion!r}; expected variance, random, all, attribution "
+                             f"or a callable")
         if not 0.0 <= self.text_weight <= 1.0:
             raise ValueError(f"LakeConfig.text_weight={self.text_weight}; expected a value in [0, 1]")
         if self.k_neurons < 1:

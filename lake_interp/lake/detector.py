@@ -103,14 +103,15 @@ class Lake:
         if not isinstance(support, torch.Tensor) and not is_single_image(support):
             support = list(support)  # read once: a generator gives both its sources and its images
         acts = self.patch_activations(support, self.hooks) if self.uses_visual else {}
-        self.fit_activations(acts, text_features=text_features, neurons=neurons)
+        self.fit_activations(acts, text_features=text_features, neurons=neurons, support=support)
         self.support_sources = image_sources(support)
         return self
 
     def fit_activations(self, acts: dict[str, torch.Tensor], text_features: Optional[torch.Tensor] = None,
-                        neurons: Optional[NeuronSet] = None) -> "Lake":
+                        neurons: Optional[NeuronSet] = None, support: Any = None) -> "Lake":
         """Fit from cached support activations (hook -> [N, P, d], class token dropped); text
-        features [2, embed_dim] may be passed in when already computed for this class name."""
+        features [2, embed_dim] may be passed in when already computed for this class name. The
+        "attribution" criterion also needs the support images themselves (`support`)."""
         cfg = self.config
         acts = {h: a.to(self.model.device) for h, a in acts.items()}
         if text_features is not None:
@@ -120,6 +121,14 @@ class Lake:
                 if sorted(neurons.hooks) != sorted(self.hooks):
                     raise ValueError(f"neurons cover hooks {neurons.hooks}; this detector reads {self.hooks}")
                 self.neurons = neurons
+            elif cfg.criterion == "attribution":
+                if support is None:
+                    raise ValueError("criterion='attribution' ranks neurons on pseudo-anomalies made from the support "
+                                     "images: fit with lake.fit(support) or pass support= to fit_activations")
+                from lake_interp.lake.causal import attribution_criterion_scores
+
+                self.neurons = NeuronSet.from_scores(attribution_criterion_scores(self, support), cfg.k_neurons,
+                                                     "attribution")
             else:
                 generator = torch.Generator().manual_seed(cfg.seed)
                 scores = {h: criterion_scores(cfg.criterion, acts[h].flatten(0, 1), generator) for h in self.hooks}
