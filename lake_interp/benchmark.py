@@ -76,27 +76,37 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1):
         raise ValueError(f"resolution (--resolution) must be a positive integer (pixels), got {r!r}")
     categories = list(spec.categories or DATASETS[spec.dataset].categories(spec.root))
+    from lake_interp.outputs import output_folder, safe_name
+
     for category in categories:
+        safe_name(category, "category")  # names from data never lead outside --out
         check_test_set(load_dataset(spec.dataset, spec.root, category, "test"))  # missing or one-class: fail here
-    (out / "categories").mkdir(parents=True, exist_ok=True)
-    _guard_resume(out / "run.json", spec, base, categories, model)
+    with output_folder(out, "lake-interp benchmark") as output:
+        return _run_locked(model, spec, base, categories, output, progress)
+
+
+def _run_locked(model, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], output, progress: bool) -> list[dict]:
+    out = output.root
+    planned = ["run.json", "results.csv", "summary.md", *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]
+    _guard_resume(out / "run.json", spec, base, categories, model, output=output, planned=planned)
+    output.mkdir("categories")
     rows = []
     bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
     for category in categories:
         done = out / "categories" / f"{category}.csv"
-        if done.is_file():
+        if done.is_file() and output.owns(f"categories/{category}.csv"):
             rows += read_rows(done)
             bar.update(len(spec.shots) * len(spec.seeds))
             continue
         bar.set_description(category)
         cat_rows, scores = _run_category(model, spec, base, category, bar)
-        (out / "scores").mkdir(exist_ok=True)
-        _write_csv(out / "scores" / f"{category}.csv", scores, list(scores[0]))
-        write_rows(done, cat_rows)  # a category lands whole or not at all: this file marks it done
+        output.mkdir("scores")
+        _write_csv(out / "scores" / f"{category}.csv", scores, list(scores[0]), output=output)
+        write_rows(done, cat_rows, output=output)  # a category lands whole or not at all: this file marks it done
         rows += cat_rows
     bar.close()
-    write_rows(out / "results.csv", rows)
-    (out / "summary.md").write_text(summary_markdown(rows, spec))
+    write_rows(out / "results.csv", rows, output=output)
+    output.write_text("summary.md", summary_markdown(rows, spec))
     return rows
 
 
@@ -161,7 +171,8 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
     return metrics(result, labels, masks, resolution)
 
 
-def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model) -> None:
+def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model,
+                  output=None, planned=("run.json",)) -> None:
     """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
     weights hash, and the version of the method names (methods_version); a resumed run must match them all. Records of earlier versions (config = overrides only,
     categories null, no dtype) are resolved the same way before comparing."""
@@ -189,7 +200,16 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
                 f"{path.parent} holds a different benchmark run (differs in {changed}); "
                 f"use another --out, or delete {path.parent} to start over"
             )
-    path.write_text(json.dumps(current, indent=1))
+        if output is not None:  # the same run (perhaps recorded by an earlier version): its files are its own
+            for rel in ["run.json", "results.csv", "summary.md",
+                        *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]:
+                if (path.parent / rel).is_file() and not output.owns(rel):
+                    output.adopt(rel)
+    if output is None:
+        path.write_text(json.dumps(current, indent=1))
+    else:
+        output.claim(planned)  # every file this run writes: foreign ones refused before any is written
+        output.write_text("run.json", json.dumps(current, indent=1))
 
 
 def _resolved(record: dict) -> dict:
@@ -213,18 +233,25 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="fit")
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    _write_csv(path, rows, list(KEYS) + list(METRICS))
+def write_rows(path: Path, rows: list[dict], output=None) -> None:
+    _write_csv(path, rows, list(KEYS) + list(METRICS), output=output)
 
 
-def _write_csv(path: Path, rows: list[dict], fieldnames: list[str]) -> None:
-    """Write atomically: a temporary file, then renamed over `path`."""
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+def _write_csv(path: Path, rows: list[dict], fieldnames: list[str], output=None) -> None:
+    """Write atomically: a temporary file, then renamed over `path` (with `output`, an
+    `lake_interp.outputs.OutputFolder`, through its policy: `path` must lie inside it)."""
+    import io
+
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=fieldnames)
+    w.writeheader()
+    w.writerows(rows)
+    if output is not None:
+        output.write_text(Path(path).relative_to(output.root).as_posix(), text.getvalue())
+        return
+    from lake_interp.outputs import write_file_atomic
+
+    write_file_atomic(path, text.getvalue().encode("utf-8"))
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -100,8 +100,11 @@ def cmd_benchmark(args) -> int:
         categories=args.categories, shots=args.shots, seeds=args.seeds, methods=args.methods,
         config=config_dict(args), resolution=args.resolution,
     )
-    model = load_model(args.model, args.pretrained, args.device, args.precision)
-    run_benchmark(model, spec, args.out, progress=not args.no_progress)
+    from lake_interp.outputs import output_folder
+
+    with output_folder(args.out, "lake-interp benchmark"):  # a second run into --out is refused before any work
+        model = load_model(args.model, args.pretrained, args.device, args.precision)
+        run_benchmark(model, spec, args.out, progress=not args.no_progress)
     print((Path(args.out) / "summary.md").read_text())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'summary.md'}")
     return 0
@@ -116,9 +119,13 @@ def cmd_fit(args) -> int:
     config = LakeConfig.from_dict(config_dict(args))  # every input checked before the model loads
     normal = FolderDataset(normal_dir=args.normal)
     support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
-    model = load_model(args.model, args.pretrained, args.device, args.precision)
-    lake = Lake(model, config, class_name=args.class_name).fit(support)
-    lake.save(args.out)
+    from lake_interp.outputs import output_folder
+
+    with output_folder(args.out, "lake-interp fit"):
+        check_new_detector_folder(args.out)  # again, under the lock
+        model = load_model(args.model, args.pretrained, args.device, args.precision)
+        lake = Lake(model, config, class_name=args.class_name).fit(support)
+        lake.save(args.out)
     print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")
     return 0
 
@@ -134,10 +141,13 @@ def cmd_score(args) -> int:
     paths = list_images(require_dir(Path(args.images), "images to score"))
     if not paths:
         return _fail(f"no images in {args.images}")
-    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
-                       args.precision or saved.get("dtype", "fp32"))
-    lake = Lake.load(args.detector, model)
-    rows = score_files(lake, paths, args.out)
+    from lake_interp.outputs import output_folder
+
+    with output_folder(args.out, "lake-interp score"):
+        model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
+                           args.precision or saved.get("dtype", "fp32"))
+        lake = Lake.load(args.detector, model)
+        rows = score_files(lake, paths, args.out)
     print(f"scored {len(rows)} images; wrote {Path(args.out) / 'scores.csv'} and overlays in {Path(args.out) / 'maps'}")
     return 0
 
@@ -145,9 +155,12 @@ def cmd_score(args) -> int:
 def cmd_demo(args) -> int:
     from lake_interp.demo import run_demo
 
-    model = load_model(args.model, args.pretrained, args.device, args.precision)
-    report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
-                      k_neurons=args.k_neurons, random_weights=model.random_weights, progress=not args.no_progress)
+    from lake_interp.outputs import output_folder
+
+    with output_folder(args.out, "lake-interp demo"):
+        model = load_model(args.model, args.pretrained, args.device, args.precision)
+        report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
+                          k_neurons=args.k_neurons, random_weights=model.random_weights, progress=not args.no_progress)
     print(f"demo report: {report} (and {report.with_suffix('.html')})")
     return 0
 
@@ -156,9 +169,12 @@ def cmd_figures(args) -> int:
     from lake_interp.study import StudyConfig, run_study
 
     cfg = StudyConfig.from_json(args.config)
-    model = load_model(cfg.model, cfg.pretrained, args.device, args.precision)
-    command = f"lake-interp figures --config {args.config} --out {args.out}"
-    made = run_study(model, cfg, args.out, command=command, progress=not args.no_progress)
+    from lake_interp.outputs import output_folder
+
+    with output_folder(args.out, "lake-interp figures"):
+        model = load_model(cfg.model, cfg.pretrained, args.device, args.precision)
+        command = f"lake-interp figures --config {args.config} --out {args.out}"
+        made = run_study(model, cfg, args.out, command=command, progress=not args.no_progress)
     print(f"wrote {len(made)} figures to {args.out}: " + ", ".join(m["name"] for m in made))
     return 0
 

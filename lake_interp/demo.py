@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,12 +25,22 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
              k_neurons: Optional[int] = None, random_weights: bool = False, progress: bool = True) -> Path:
     """Writes `<out>/data` (synthetic MVTec-AD layout), `<out>/images/*.png`, `<out>/report.md|html`;
     progress: a tqdm bar over the categories (fit, score, maps)."""
-    out = Path(out_dir)
+    from lake_interp.outputs import output_folder, safe_name
+
+    for category in categories:
+        safe_name(category, "category")
+    with output_folder(out_dir, "lake-interp demo") as output:
+        output.claim(["report.md", "report.html"])
+        return _run_demo(model, output, list(categories), shots, seed, k_neurons, random_weights, progress)
+
+
+def _run_demo(model, output, categories, shots, seed, k_neurons, random_weights, progress) -> Path:
+    out = output.root
     root = out / "data"
-    synthetic_data(root, list(categories), seed)
+    synthetic_data(root, list(categories), seed, output=output)
     width = model.cfg.vision.block.d_model
     config = LakeConfig(k_neurons=k_neurons or min(100, width // 4))
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    output.mkdir("images")
     rows, figures = [], []
     from tqdm.auto import tqdm
 
@@ -41,18 +50,20 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
         test = MVTecAD(root, category, "test")
         metrics, result = evaluate(lake, test)
         rows.append((category, metrics, lake.neurons.per_layer_counts()))
-        figures += _examples(test, result, out / "images", category)
+        figures += _examples(test, result, output, category)
     report = out / "report.md"
-    report.write_text(_markdown(model, config, shots, seed, rows, figures, random_weights))
-    report.with_suffix(".html").write_text(_html(model, config, shots, seed, rows, figures, random_weights))
+    output.write_text("report.md", _markdown(model, config, shots, seed, rows, figures, random_weights))
+    output.write_text("report.html", _html(model, config, shots, seed, rows, figures, random_weights))
     return report
 
 
-def synthetic_data(root: Path, categories: list[str], seed: int) -> None:
+def synthetic_data(root: Path, categories: list[str], seed: int, output=None) -> None:
     """Generate the demo's data into `root`, unless `root/demo_data.json` says it holds exactly that.
 
-    Only a `root` the demo wrote (it holds `demo_data.json`) is ever replaced; any other existing
-    `root` (user data, or a demo run of an earlier version) is refused, never deleted."""
+    Only a `root` the demo wrote (it holds `demo_data.json` and, with `output`, every file of it is
+    recorded in the output folder's manifest) is ever replaced; any other existing `root` (user data,
+    or a demo run of an earlier version) is refused, never deleted. The new data is generated in a
+    temporary folder of the output folder and moved into place when complete."""
     record, wanted = root / "demo_data.json", {"categories": categories, "seed": seed}
     if root.exists():
         try:
@@ -60,17 +71,21 @@ def synthetic_data(root: Path, categories: list[str], seed: int) -> None:
         except (OSError, ValueError) as e:
             raise ValueError(f"{root} exists and was not written by this demo (no readable {record.name}): "
                              f"use another --out, or delete {root} yourself") from e
-        if saved == wanted:
+        if saved == wanted and (output is None or not output.foreign(output.files_under("data"))):
             return
-    partial = root.with_name(root.name + ".partial")  # the old data stays until the new data is complete
-    shutil.rmtree(partial, ignore_errors=True)
+    if output is None:
+        from lake_interp.outputs import output_folder
+
+        with output_folder(root.parent, "lake-interp demo") as output:
+            return synthetic_data(root, categories, seed, output)
+    partial = output.tmp_dir()  # the old data stays until the new data is complete
     make_synthetic_dataset(partial, categories=categories, seed=seed)
     (partial / record.name).write_text(json.dumps(wanted))
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
+    output.remove_tree(root.relative_to(output.root).as_posix())  # refused if it holds a file we did not write
+    output.install_tree(partial, root.relative_to(output.root).as_posix())
 
 
-def _examples(test, result, folder: Path, category: str) -> list[tuple[str, str]]:
+def _examples(test, result, output, category: str) -> list[tuple[str, str]]:
     """One panel (image | ground truth | fused map) per defect type and one normal image."""
     seen, figures = set(), []
     vmin, vmax = float(result.maps.min()), float(result.maps.max())
@@ -82,7 +97,8 @@ def _examples(test, result, folder: Path, category: str) -> list[tuple[str, str]
         w, h = sample.image.size
         heat = overlay(sample.image, resize_map(result.maps[i], h, w), vmin=vmin, vmax=vmax)
         name = f"{category}_{entry.defect}_{entry.path.stem}.png"
-        panel(sample.image, sample.mask, heat).save(folder / name)
+        with output.atomic(f"images/{name}") as tmp:
+            panel(sample.image, sample.mask, heat).save(tmp, format="PNG")
         caption = (f"{category} / {entry.defect}: image score {float(result.image_scores[i]):.3f} "
                    f"(image | ground truth | fused anomaly map)")
         figures.append((caption, f"images/{name}"))

@@ -32,42 +32,58 @@ PLOTLY_JS = "plotly.min.js"
 
 
 def save_figure(fig: go.Figure, path_stem, formats: Sequence[str] = ("png", "svg", "pdf", "html"),
-                width: float = 8.0, height: float = 4.5, plotlyjs: str = "directory") -> list[Path]:
+                width: float = 8.0, height: float = 4.5, plotlyjs: str = "directory", output=None) -> list[Path]:
     """Write `<stem>.<fmt>` for each format from one resolved spec; returns the paths written.
 
     plotlyjs: "directory" (default) loads plotly.js from `plotly.min.js` in the same folder, written
     there from the installed plotly when missing or from another plotly version; "inline" puts it
-    inside the HTML file (about 4.7 MB). Neither needs the network."""
+    inside the HTML file (about 4.7 MB). Neither needs the network. ``output``: an
+    ``lake_interp.outputs.OutputFolder`` holding ``path_stem``: every file goes through its policy
+    (atomic, recorded, a foreign file never overwritten)."""
     if plotlyjs not in ("directory", "inline"):
         raise ValueError(f"plotlyjs={plotlyjs!r}: expected 'directory' or 'inline'")
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     spec = resolve(fig)
     written = []
+
+    def target(path: Path):
+        if output is None:
+            from contextlib import nullcontext
+
+            return nullcontext(path)
+        return output.atomic(path.relative_to(output.root).as_posix())
+
     if "html" in formats:
         if plotlyjs == "directory":
-            write_plotlyjs(stem.parent)
-        spec.write_html(stem.with_suffix(".html"), include_plotlyjs=PLOTLY_JS if plotlyjs == "directory" else True,
-                        include_mathjax=False, full_html=True)
+            write_plotlyjs(stem.parent, output=output)
+        with target(stem.with_suffix(".html")) as path:
+            spec.write_html(path, include_plotlyjs=PLOTLY_JS if plotlyjs == "directory" else True,
+                            include_mathjax=False, full_html=True)
         written.append(stem.with_suffix(".html"))
     static = [f for f in formats if f != "html"]
     if static:
         mfig = to_matplotlib(spec, width, height)
         for fmt in static:
-            mfig.savefig(stem.with_suffix(f".{fmt}"), dpi=200, bbox_inches="tight")
+            with target(stem.with_suffix(f".{fmt}")) as path:
+                mfig.savefig(path, format=fmt, dpi=200, bbox_inches="tight")
             written.append(stem.with_suffix(f".{fmt}"))
         plt.close(mfig)
     return written
 
 
-def write_plotlyjs(folder) -> Path:
-    """`<folder>/plotly.min.js` from the installed plotly, unless it is already that file."""
+def write_plotlyjs(folder, output=None) -> Path:
+    """`<folder>/plotly.min.js` from the installed plotly, unless it is already that file (with
+    ``output``, an ``OutputFolder`` holding ``folder``, written through its policy)."""
     from plotly.offline import get_plotlyjs
 
     path = Path(folder) / PLOTLY_JS
     js = get_plotlyjs()
     if not path.is_file() or path.stat().st_size != len(js.encode()) or path.read_text()[:300] != js[:300]:
-        path.write_text(js)
+        if output is None:
+            path.write_text(js)
+        else:
+            output.write_text(path.relative_to(output.root).as_posix(), js)
     return path
 
 

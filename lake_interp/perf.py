@@ -17,6 +17,9 @@ Sections (each printed as rows of one table and written to the JSON file):
 - metrics: `benchmarks/metrics_bench.py` (1725 maps of 256x256) in a subprocess: time, peak RSS.
 - lake_benchmark: `lake_interp.benchmark.run_benchmark` on one synthetic category in a subprocess:
   wall time and that process's peak RSS.
+- attribution: `lake_interp.interp.attribute` of the image score to every unit (every residual
+  channel and MLP neuron of every block) for one image, read by the downstream readout (fitted
+  beforehand), vs one `encode_image` of that image. Target <= 3.
 
 Timings: each candidate is paired with a run of its baseline on the same input, the order of
 the two alternating from round to round (A B, B A, ...); the ratio is the median of per-pair
@@ -49,7 +52,8 @@ import torch
 from lake_interp.model.hook_sites import block_hook_names
 from lake_interp.model.precision import PRECISION_NAMES, PRECISIONS
 
-TARGETS = {"hooked_vs_open_clip": 1.05, "hooked_cache4_vs_open_clip": 1.15, "lake_score_vs_encode": 1.25}
+TARGETS = {"hooked_vs_open_clip": 1.05, "hooked_cache4_vs_open_clip": 1.15, "lake_score_vs_encode": 1.25,
+           "attribution_vs_forward": 3.0}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS_SCRIPT = REPO_ROOT / "benchmarks" / "metrics_bench.py"
 
@@ -385,6 +389,37 @@ def bench_top_patches(model, n_images: int, batch: int, device: torch.device) ->
     return out
 
 
+def bench_attribution(model, timer, repeats, warmup) -> dict:
+    """Attribution of one image's score to every unit vs one forward pass (encode_image) of it."""
+    from lake_interp.interp.attribution import all_units, attribute
+    from lake_interp.interp.readout import make_readout
+    from lake_interp.lake import Lake
+
+    size, device = model.image_size, model.device
+    g = torch.Generator().manual_seed(2)
+    support = torch.randn(1, 3, size, size, generator=g).to(device, model.dtype)
+    x = torch.randn(1, 3, size, size, generator=g).to(device, model.dtype)
+    lake = Lake(model, lake_config(model), class_name="bottle").fit(support)
+    units = all_units(model)
+    first = next(iter(units))
+    reader = make_readout(lake, [(first, 0)], support, "downstream").detector  # fitted once, outside the timing
+    meta = {}
+
+    def forward():
+        with torch.inference_mode():
+            model.encode_image(x)
+
+    def attribution():
+        meta.update(attribute(lake, x, "score", readout=reader, n_maps=0).meta)
+
+    res = paired_rounds(timer, forward, {"attribute": attribution}, repeats, warmup)
+    return {"units": sum(len(v) for v in units.values()), "hooks": len(units),
+            "forward_s": res["baseline_s"], "attribute_s": res["candidates_s"]["attribute"],
+            "ratio": res["ratios"]["attribute"], "ratio_spread": res["ratio_spread"]["attribute"],
+            "passes": {"forward": meta["cost"]["forward_passes"], "backward": meta["cost"]["backward_passes"]},
+            "pairs": res["pairs"]}
+
+
 def bench_metrics(n: int, size: int) -> dict:
     if not METRICS_SCRIPT.is_file():
         return {"skipped": f"{METRICS_SCRIPT} not found (run from a source checkout)"}
@@ -505,6 +540,15 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         ]
         if "gpu_peak_mb" in r:
             rows.append(("lake_benchmark", "GPU peak allocated in that process", f"{r['gpu_peak_mb']:.0f} MB", ""))
+    a = results.get("attribution")
+    if a:
+        rows += [
+            ("attribution", "encode_image, 1 image", f"{a['forward_s'] * 1e3:.1f} ms", ""),
+            ("attribution", f"attribute, 1 image, all {a['units']} units ({a['hooks']} hooks)",
+             f"{a['attribute_s'] * 1e3:.1f} ms", f"{a['passes']['forward']} forward + {a['passes']['backward']} backward"),
+            ("attribution", "ratio attribute / encode_image", f"{a['ratio']:.3f}",
+             f"<= {TARGETS['attribution_vs_forward']} {_status(a['ratio'], TARGETS['attribution_vs_forward'], quick)}"),
+        ]
     return rows
 
 
@@ -548,7 +592,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-n", type=int, help="maps for the metrics benchmark (default 1725)")
     p.add_argument("--metrics-size", type=int, help="map side for the metrics benchmark (default 256)")
     p.add_argument("--skip", nargs="+", default=[],
-                   choices=["encode_image", "lake_score", "fit", "top_patches", "metrics", "lake_benchmark"])
+                   choices=["encode_image", "lake_score", "fit", "top_patches", "metrics", "lake_benchmark",
+                            "attribution"])
     p.add_argument("--json", type=Path, help="write every measurement to this JSON file")
 
 
@@ -573,6 +618,10 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
     metrics_size = args.metrics_size or (64 if quick else 256)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("lake-interp bench: error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
+        return 2
+    problem = check_json_target(args.json) if args.json else None
+    if problem:
+        print(f"lake-interp bench: error: {problem}", file=sys.stderr)
         return 2
     device, dtype = torch.device(args.device), PRECISIONS[args.dtype]
     threads = args.threads or physical_cores() or os.cpu_count() or 1
@@ -601,6 +650,7 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
         ("lake_benchmark", lambda: bench_lake_run(model_name, args.device, args.dtype, threads,
                                                   size if quick else 256, (1,) if quick else (1, 2, 4),
                                                   (0,) if quick else (0, 1, 2))),
+        ("attribution", lambda: bench_attribution(model, timer, repeats, warmup)),
     ]
     for name, fn in sections:
         if name in args.skip:
@@ -608,21 +658,45 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
         t0 = time.perf_counter()
         results[name] = fn()
         print(f"[{name}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    e, s = results.get("encode_image"), results.get("lake_score")
+    e, s, a = results.get("encode_image"), results.get("lake_score"), results.get("attribution")
     results["targets_met"] = {
         k: v for k, v in {
             "hooked_vs_open_clip": e and e["ratio_hooked"] <= TARGETS["hooked_vs_open_clip"],
             "hooked_cache4_vs_open_clip": e and e["ratio_hooked_cache4"] <= TARGETS["hooked_cache4_vs_open_clip"],
             "lake_score_vs_encode": s and s["ratio"] <= TARGETS["lake_score_vs_encode"],
+            "attribution_vs_forward": a and a["ratio"] <= TARGETS["attribution_vs_forward"],
         }.items() if v is not None
     }
     print()
     print(format_table(table_rows(results)))
     if args.json:
+        from lake_interp.outputs import write_file_atomic
+
+        problem = check_json_target(args.json)  # again: it may have appeared while the benchmark ran
+        if problem:
+            print(f"lake-interp bench: error: {problem}", file=sys.stderr)
+            return 2
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+        write_file_atomic(args.json, json.dumps(results, indent=1).encode())  # temporary file + rename
         print(f"\nwrote {args.json}")
     return 0
+
+
+def check_json_target(path: Path) -> Optional[str]:
+    """Why ``--json path`` may not be written (None: it may): a folder, or a file that is not an
+    earlier result of this benchmark (only those are replaced)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"--json {path} is a folder; give a file name"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            old = None
+        if not (isinstance(old, dict) and {"machine", "settings", "targets"} <= set(old)):
+            return (f"--json {path} exists and is not a result of lake-interp bench: refusing to overwrite it; "
+                    "choose another file")
+    return None
 
 
 if __name__ == "__main__":

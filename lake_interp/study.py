@@ -76,14 +76,35 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
 
     The whole config is checked before anything is written; an `out_dir` holding another study
     (a different study_config.json) is refused."""
+    from lake_interp.outputs import output_folder
+
     out = Path(out_dir)
     check_study(model, cfg)
-    _claim_folder(out, cfg)
+    with output_folder(out, "lake-interp figures") as output:
+        return _run_study(model, cfg, output, command, progress)
+
+
+FIGURE_NAMES = ("fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "fig4_top_patches",
+                "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words")
+
+
+def _run_study(model, cfg: StudyConfig, output, command: str, progress: bool) -> list[dict]:
+    out = output.root
+    _claim_folder(out, cfg, output, write=False)  # another study: refused first, with what differs
+    # study_config.json and plotly.min.js: an identical file is left as it is, any other foreign one refused on writing
+    output.claim(["README.md", *(f"{n}.{ext}" for n in FIGURE_NAMES
+                                 for ext in ("png", "svg", "pdf", "html", "csv", "json", "caption.txt"))])
+    _claim_folder(out, cfg, output)
     dataset, root = cfg.dataset, cfg.root
     if dataset == "synthetic":
         root = root or str(out / "data")
         if not Path(root).is_dir():
-            make_synthetic_dataset(root, categories=cfg.categories, **cfg.synthetic)
+            if Path(root).resolve() == (out / "data").resolve():  # generated whole in a temporary folder, then moved
+                partial = output.tmp_dir()
+                make_synthetic_dataset(partial, categories=cfg.categories, **cfg.synthetic)
+                output.install_tree(partial, "data")
+            else:
+                make_synthetic_dataset(root, categories=cfg.categories, **cfg.synthetic)
         dataset = "mvtec"
     base = LakeConfig.from_dict(cfg.lake)
     suffix = _caption_suffix(cfg, model)
@@ -95,15 +116,15 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
 
     def emit(name: str, fig: go.Figure, caption: str, data, width=8.0, height=4.5):
         fig.update_layout(title={"text": fig.layout.title.text or name})
-        files = save_figure(fig, out / name, width=width, height=height)
+        files = save_figure(fig, out / name, width=width, height=height, output=output)
         if isinstance(data, list) and data and isinstance(data[0], dict):
-            _write_csv(out / f"{name}.csv", data)
+            _write_csv(out / f"{name}.csv", data, output)
             files.append(out / f"{name}.csv")
         else:
-            (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=_jsonable))
+            output.write_text(f"{name}.json", json.dumps(data, indent=1, default=_jsonable))
             files.append(out / f"{name}.json")
         full = f"{caption} {suffix}"
-        (out / f"{name}.caption.txt").write_text(full + "\n")
+        output.write_text(f"{name}.caption.txt", full + "\n")
         made.append({"name": name, "caption": full, "files": [f.name for f in files]})
         bar.update(1)
 
@@ -170,7 +191,7 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
         "(linearised) and proj, and the text embeddings of defect and material words."), words.rows(), width=10)
 
     bar.close()
-    _write_readme(out, made, command)
+    _write_readme(out, made, command, output)
     return made
 
 
@@ -236,7 +257,7 @@ def check_study(model, cfg: StudyConfig) -> None:
         load_dataset(dataset, cfg.root, category, "train").few_shot_indices(max(cfg.shots), cfg.seeds[0])
 
 
-def _claim_folder(out: Path, cfg: StudyConfig) -> None:
+def _claim_folder(out: Path, cfg: StudyConfig, output=None, write: bool = True) -> None:
     """Write study_config.json, unless `out` already holds another study's."""
     record, new = out / "study_config.json", json.loads(json.dumps(asdict(cfg)))
     if record.is_file():
@@ -249,19 +270,30 @@ def _claim_folder(out: Path, cfg: StudyConfig) -> None:
             changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise ValueError(f"{out} holds the figures of a different study (its study_config.json differs in "
                              f"{changed}); use another --out, or delete {out} to start over")
+    if not write:
+        return
     out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(new, indent=1))
+    if output is None:
+        record.write_text(json.dumps(new, indent=1))
+    else:
+        output.write_text("study_config.json", json.dumps(new, indent=1))
 
 
 def _jsonable(x):
     return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def _write_csv(path: Path, rows: list[dict], output=None) -> None:
+    import io
+
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    if output is None:
+        path.write_text(text.getvalue(), newline="")
+    else:
+        output.write_text(path.relative_to(output.root).as_posix(), text.getvalue())
 
 
 def _methods_figure(rows: list[dict], spec: BenchmarkSpec) -> go.Figure:
@@ -371,7 +403,7 @@ def _ablation_maps(lake, support, test, n_examples: int):
     return fig, rows, reader
 
 
-def _write_readme(out: Path, made: list[dict], command: str) -> None:
+def _write_readme(out: Path, made: list[dict], command: str, output=None) -> None:
     lines = ["# Figures", "", f"Made by `{command}` (config: `study_config.json`). Each figure comes as PNG, SVG and "
              "PDF (static, drawn with matplotlib: no browser needed) and HTML (interactive plotly; it loads plotly.js "
              "from `plotly.min.js` in this folder, so it works offline), both drawn from one spec (the same colour per "
@@ -380,4 +412,7 @@ def _write_readme(out: Path, made: list[dict], command: str) -> None:
     for m in sorted(made, key=lambda m: m["name"]):
         lines += [f"## {m['name']}", "", f"![{m['name']}]({m['name']}.png)", "", m["caption"], "",
                   "Files: " + ", ".join(f"`{f}`" for f in m["files"]), ""]
-    (out / "README.md").write_text("\n".join(lines))
+    if output is None:
+        (out / "README.md").write_text("\n".join(lines))
+    else:
+        output.write_text("README.md", "\n".join(lines))

@@ -74,21 +74,35 @@ def check_new_detector_folder(path) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder: choose another detector folder (--out)")
-    if (path / "lake.json").exists() or (path / "tensors.safetensors").exists():
+    from lake_interp.outputs import owned_files
+
+    # lake.json is written last: a tensors file this package wrote without it is an interrupted fit
+    if (path / "lake.json").exists() or ((path / "tensors.safetensors").exists()
+                                         and "tensors.safetensors" not in owned_files(path)):
         raise ValueError(f"{path} already holds a detector: choose another folder (--out) or delete it first")
 
 
 def save_lake(lake, path) -> None:
+    """Write tensors.safetensors, then lake.json, through the output policy (lock, manifest, atomic
+    writes): a detector folder written by this package is replaced, a foreign one refused."""
+    from lake_interp.outputs import output_folder
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder: choose another detector folder")
-    path.mkdir(parents=True, exist_ok=True)
+    with output_folder(path, "Lake.save") as output:
+        output.claim(["tensors.safetensors", "lake.json"])
+        _save_lake(lake, output)
+
+
+def _save_lake(lake, output) -> None:
     tensors = {f"bank/{h}": b.cpu().contiguous() for h, b in lake.banks.items()}
     for h, (mean, std) in lake.stats.items():
         tensors[f"mean/{h}"], tensors[f"std/{h}"] = mean.cpu().contiguous(), std.cpu().contiguous()
     if lake.text_features is not None:
         tensors["text_features"] = lake.text_features.cpu().contiguous()
-    save_file(tensors, str(path / "tensors.safetensors"))
+    with output.atomic("tensors.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     meta = {
         "format": FORMAT,
         "class_name": lake.class_name,
@@ -99,7 +113,7 @@ def save_lake(lake, path) -> None:
         "versions": versions(),
         "hook_semantics": HOOK_SEMANTICS,
     }
-    (path / "lake.json").write_text(json.dumps(meta, indent=1))
+    output.write_text("lake.json", json.dumps(meta, indent=1))
 
 
 def check_hook_semantics(meta: dict, where) -> None:
