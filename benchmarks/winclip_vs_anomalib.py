@@ -1,6 +1,6 @@
 """Time WinCLIP+ scoring per image: lake_interp's `WinCLIP` vs anomalib 2.x's `WinClipModel`.
 
-    python benchmarks/winclip_vs_anomalib.py --ref-python /work/refvenv/bin/python
+    python benchmarks/winclip_vs_anomalib.py --ref-python refvenv/bin/python
 
 Run with the project's venv; anomalib runs in a child process of `--ref-python` (its own venv:
 anomalib is not a dependency of this project). Both sides: the same random-weight open_clip model
@@ -13,7 +13,7 @@ call. Rounds alternate anomalib / ours; the ratio is ours / anomalib of the medi
 times (and, per round, of the paired medians). On a shared, busy machine prefer `--paired`: both
 in one process, single calls alternating, the median of per-pair ratios:
 
-    PYTHONPATH=.:.venv/lib/python3.11/site-packages /work/refvenv/bin/python \
+    PYTHONPATH=.:.venv/lib/python3.11/site-packages refvenv/bin/python \
         benchmarks/winclip_vs_anomalib.py --paired --repeats 4 --rounds 2
 
 anomalib is timed twice: "fixed" (its window pass with the token layout restored, i.e. the same
@@ -167,7 +167,7 @@ def ours_setup(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ref-python", default="/work/refvenv/bin/python", help="python of a venv with anomalib 2.x")
+    p.add_argument("--ref-python", default="refvenv/bin/python", help="python of a venv with anomalib 2.x")
     p.add_argument("--model", default="ViT-B-16-plus-240", help="open_clip model (default: anomalib's backbone)")
     p.add_argument("--images", type=int, default=2, help="test images per scored batch")
     p.add_argument("--k", type=int, default=2, help="reference images (WinCLIP+ shots)")
@@ -178,7 +178,7 @@ def main() -> None:
     p.add_argument("--no-stock", action="store_true", help="skip timing stock anomalib")
     p.add_argument("--paired", action="store_true",
                    help="time both in this process, calls alternating (needs anomalib and lake_interp importable "
-                        "together, e.g. PYTHONPATH=.:.venv/lib/python3.11/site-packages /work/refvenv/bin/python ...)")
+                        "together, e.g. PYTHONPATH=.:.venv/lib/python3.11/site-packages refvenv/bin/python ...)")
     p.add_argument("--anomalib-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="fixed", choices=("fixed", "stock"), help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -1,7 +1,7 @@
 """PatchCore (lake_interp.detectors.patchcore) against anomalib 2.x's own code, and end to end.
 
 The recorded reference (tests/reference/patchcore_anomalib.*) is written by
-`/work/refvenv/bin/python tests/reference/make_patchcore_fixture.py`; the "live" variant calls the
+`refvenv/bin/python tests/reference/make_patchcore_fixture.py`; the "live" variant calls the
 same recording code on other random tensors where anomalib is importable (never in the project venv).
 """
 

@@ -2,7 +2,7 @@
 
 Run with the reference venv (anomalib is never installed into the project's own venv):
 
-    /work/refvenv/bin/python tests/reference/make_patchcore_fixture.py
+    refvenv/bin/python tests/reference/make_patchcore_fixture.py
 
 Writes tests/reference/patchcore_anomalib.safetensors (tensors) and patchcore_anomalib.json
 (versions, seeds, shapes, settings). What is recorded, all computed by anomalib's own code:
@@ -132,7 +132,7 @@ def main() -> None:
     save_file(out, str(HERE / "patchcore_anomalib.safetensors"))
     meta = {
         "what": "anomalib PatchcoreModel / KCenterGreedy outputs on seeded random feature maps",
-        "command": "/work/refvenv/bin/python tests/reference/make_patchcore_fixture.py",
+        "command": "refvenv/bin/python tests/reference/make_patchcore_fixture.py",
         "versions": {"anomalib": anomalib.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0]},
         "seeds": {"features": SEED, "coreset": CORESET_SEED},

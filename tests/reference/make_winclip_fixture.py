@@ -2,7 +2,7 @@
 
 Run with the reference venv (anomalib 2.x, never installed into the project's venv):
 
-    /work/refvenv/bin/python tests/reference/make_winclip_fixture.py
+    refvenv/bin/python tests/reference/make_winclip_fixture.py
 
 writes `tests/reference/winclip_fixture.safetensors` and `winclip_fixture.json`. Nothing is
 downloaded: each model is a randomly initialised open_clip model (`torch.manual_seed(model_seed);
@@ -205,7 +205,7 @@ def main() -> None:
     save_file(tensors, str(FIXTURE))
     record = {
         "what": "anomalib WinClipModel outputs on seeded random open_clip weights (see make_winclip_fixture.py)",
-        "command": "/work/refvenv/bin/python tests/reference/make_winclip_fixture.py",
+        "command": "refvenv/bin/python tests/reference/make_winclip_fixture.py",
         "versions": {"anomalib": anomalib.__version__, "open_clip": open_clip.__version__,
                      "torch": torch.__version__, "python": platform.python_version()},
         "class_name": CLASS_NAME, "shots": list(SHOTS), "n_test": N_TEST, "n_reference": N_REF,
