@@ -101,8 +101,13 @@ def _save_lake(lake, output) -> None:
         tensors[f"mean/{h}"], tensors[f"std/{h}"] = mean.cpu().contiguous(), std.cpu().contiguous()
     if lake.text_features is not None:
         tensors["text_features"] = lake.text_features.cpu().contiguous()
+    from lake_interp.outputs import sha256_file
+
     with output.atomic("tensors.safetensors") as tmp:
         save_file(tensors, str(tmp))
+        tensor_record = {"file": "tensors.safetensors", "sha256": sha256_file(tmp),
+                         "shapes": {k: list(v.shape) for k, v in sorted(tensors.items())},
+                         "neurons_sha256": _neurons_sha256(lake.neurons.to_dict() if lake.neurons is not None else None)}
     meta = {
         "format": FORMAT,
         "class_name": lake.class_name,
@@ -112,6 +117,7 @@ def _save_lake(lake, output) -> None:
         "support": lake.support_sources,  # image files the bank was built from (null: in memory / unknown)
         "versions": versions(),
         "hook_semantics": HOOK_SEMANTICS,
+        "tensors": tensor_record,  # ties lake.json to its tensor file: checked on load
     }
     output.write_text("lake.json", json.dumps(meta, indent=1))
 
@@ -127,6 +133,71 @@ def check_hook_semantics(meta: dict, where) -> None:
         raise ValueError(f"{where}: fitted on {sites}, which then meant the LayerNorm output after weight and bias; "
                          f"that hook is now {new} (hook_normalized is now before them, as in TransformerLens): "
                          f"refit, with sites {new} for the same neurons")
+
+
+def _neurons_sha256(neurons: Optional[dict]) -> str:
+    """sha256 of the selected channel indices, hook by hook in order (the bank columns' order)."""
+    indices = None if neurons is None else [[h, v.get("indices") if isinstance(v, dict) else v]
+                                            for h, v in (neurons.get("neurons") or {}).items()]
+    return hashlib.sha256(json.dumps(indices).encode()).hexdigest()
+
+
+def _check_raw_neurons(neurons, meta_path) -> None:
+    """Channel indices in lake.json must be JSON integers (not floats, strings or booleans)."""
+    if neurons is None:
+        return
+    if not isinstance(neurons, dict) or not isinstance(neurons.get("neurons"), dict):
+        raise ValueError(f"{meta_path}: field 'neurons' must be an object with 'neurons'; refit")
+    for hook, v in neurons["neurons"].items():
+        idx = v.get("indices") if isinstance(v, dict) else None
+        if not isinstance(idx, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in idx):
+            raise ValueError(f"{meta_path}: field 'neurons.neurons.{hook}.indices' must be a list of integer channel "
+                             f"indices, got {idx!r:.80}; refit")
+
+
+def check_detector_tensors(model, neurons, tensors: dict, tensor_path, meta_path, uses_visual: bool) -> None:
+    """Neuron indices unique, integral and inside each hook's width, and every bank, mean and std as
+    wide as its hook's selected channels; errors name the file and the field."""
+    from lake_interp.model.hook_sites import channel_width
+
+    banks = {k[len("bank/"):]: v for k, v in tensors.items() if k.startswith("bank/")}
+    if neurons is None:
+        if banks:
+            raise ValueError(f"{meta_path}: field 'neurons' is null but {tensor_path} holds banks {sorted(banks)}; refit")
+        return
+    for hook, idx in neurons.indices.items():
+        where = f"{meta_path}: field 'neurons.neurons.{hook}.indices'"
+        try:
+            width = channel_width(model, hook)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}; refit") from e
+        if width is None:
+            raise ValueError(f"{where}: unknown hook {hook!r} for model {model.cfg.name!r}; refit")
+        values = idx.tolist()
+        if idx.dim() != 1 or not values:
+            raise ValueError(f"{where}: expected a non-empty list of channel indices, got {values!r}; refit")
+        if len(set(values)) != len(values):
+            dup = sorted({v for v in values if values.count(v) > 1})
+            raise ValueError(f"{where}: channels {dup} are listed twice; the detector folder is damaged; refit")
+        bad = [v for v in values if not 0 <= v < width]
+        if bad:
+            raise ValueError(f"{where}: channels {bad[:5]} are outside the hook's width {width} (0..{width - 1}); refit")
+        if len(neurons.scores.get(hook, ())) != len(values):
+            raise ValueError(f"{meta_path}: field 'neurons.neurons.{hook}.scores' has {len(neurons.scores.get(hook, ()))} "
+                             f"values for {len(values)} indices; refit")
+        if not uses_visual:
+            continue
+        for prefix in ("bank", "mean", "std"):
+            t = tensors.get(f"{prefix}/{hook}")
+            if t is None:
+                raise ValueError(f"{tensor_path}: tensor '{prefix}/{hook}' is missing (field 'neurons' selects "
+                                 f"{len(values)} channels of {hook}); refit")
+            if t.shape[-1] != len(values):
+                raise ValueError(f"{tensor_path}: tensor '{prefix}/{hook}' is {t.shape[-1]} wide but {meta_path} field "
+                                 f"'neurons.neurons.{hook}.indices' selects {len(values)} channels; refit")
+    extra = sorted(set(banks) - set(neurons.indices))
+    if extra:
+        raise ValueError(f"{tensor_path}: banks {extra} have no neurons in {meta_path} field 'neurons'; refit")
 
 
 def load_lake(path, model):
@@ -154,12 +225,43 @@ def load_lake(path, model):
         warnings.warn(f"{path} was fitted in {saved['dtype']}; scoring in {PRECISION_NAMES[model.dtype]} compares "
                       f"{PRECISION_NAMES[model.dtype]} activations with a bank of {saved['dtype']} ones", stacklevel=3)
     check_hook_semantics(meta, path / "lake.json")
-    lake = Lake(model, LakeConfig.from_dict(meta["config"]), meta["class_name"])
+    meta_path = path / "lake.json"
+    try:
+        config = LakeConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: field 'config': {e}") from e
+    lake = Lake(model, config, meta["class_name"])
+    record = meta.get("tensors")
+    if record is not None:
+        from lake_interp.outputs import sha256_file
+
+        if not isinstance(record, dict) or not isinstance(record.get("sha256"), str) or not isinstance(record.get("shapes"), dict):
+            raise ValueError(f"{meta_path}: field 'tensors' must hold 'sha256' and 'shapes'; the detector folder is damaged; refit")
+    else:
+        warnings.warn(f"{meta_path} was written before detectors recorded their tensor file's sha256: "
+                      f"{tensor_path} cannot be verified (refit to get the check)", stacklevel=3)
     try:
         tensors = load_file(str(tensor_path), device=str(model.device))
     except Exception as e:  # safetensors raises its own SafetensorError for a damaged file
         raise ValueError(f"{tensor_path} cannot be read ({type(e).__name__}: {e}): the detector folder is damaged; refit") from e
-    lake.neurons = NeuronSet.from_dict(meta["neurons"]) if meta["neurons"] else None
+    if record is not None:  # readable (else the error above): is it this detector's?
+        if sha256_file(tensor_path) != record["sha256"]:
+            raise ValueError(f"{tensor_path} is not the tensor file of {meta_path} (its sha256 differs from the field "
+                             "'tensors.sha256'): copied from another detector or changed; refit")
+        shapes = {k: list(v.shape) for k, v in tensors.items()}
+        if shapes != record["shapes"]:
+            diff = sorted(k for k in shapes.keys() | record["shapes"].keys() if shapes.get(k) != record["shapes"].get(k))
+            raise ValueError(f"{tensor_path}: tensors {diff} do not have the shapes of {meta_path} field 'tensors.shapes'; "
+                             "the detector folder is damaged; refit")
+    _check_raw_neurons(meta["neurons"], meta_path)
+    if record is not None and "neurons_sha256" in record and record["neurons_sha256"] != _neurons_sha256(meta["neurons"]):
+        raise ValueError(f"{meta_path}: field 'neurons' (its channel indices, in order) is not what the bank columns of "
+                         f"{tensor_path} were built from (field 'tensors.neurons_sha256' differs): edited after saving; refit")
+    try:
+        lake.neurons = NeuronSet.from_dict(meta["neurons"]) if meta["neurons"] else None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{meta_path}: field 'neurons' is malformed ({type(e).__name__}: {e}); refit") from e
+    check_detector_tensors(model, lake.neurons, tensors, tensor_path, meta_path, lake.uses_visual)
     lake.banks = {k[len("bank/"):]: v for k, v in tensors.items() if k.startswith("bank/")}
     lake.stats = {h: (tensors[f"mean/{h}"], tensors[f"std/{h}"]) for h in lake.banks}
     lake.text_features = tensors.get("text_features")
