@@ -49,7 +49,11 @@ def config_dict(args: argparse.Namespace) -> dict:
         d["text_weight"] = args.text_weight
     from lake_interp.lake import LakeConfig
 
-    LakeConfig.from_dict(d)  # unknown or bad fields fail here, before any model is loaded
+    try:
+        LakeConfig.from_dict(d)  # unknown or bad fields fail here, before any model is loaded
+    except (TypeError, ValueError) as e:
+        source = f"--config {args.config}" if args.config else "the LakeConfig options"
+        raise ValueError(f"{source}: {e}") from e
     return d
 
 

@@ -70,20 +70,7 @@ class LakeConfig:
     batch_size: int = 16
 
     def __post_init__(self):
-        for name in ("sites", "layers", "semantic_layers", "normal_states", "anomalous_states", "templates"):
-            setattr(self, name, tuple(getattr(self, name)))
-        choices = {"distance": ("cosine", "euclidean"), "image_score": ("max", "top_mean")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"LakeConfig.{name}={getattr(self, name)!r}; expected one of {allowed}")
-        known = ("variance", "random", "all", "attribution")
-        if isinstance(self.criterion, str) and not (self.criterion in known or self.criterion.startswith("custom:")):
-            raise ValueError(f"LakeConfig.criterion={self.criterion!r}; expected variance, random, all, attribution "
-                             f"or a callable")
-        if not 0.0 <= self.text_weight <= 1.0:
-            raise ValueError(f"LakeConfig.text_weight={self.text_weight}; expected a value in [0, 1]")
-        if self.k_neurons < 1:
-            raise ValueError(f"LakeConfig.k_neurons={self.k_neurons}; expected >= 1")
+        _validate(self)  # the one place every field is checked (Python, --config, lake.json, study configs)
 
     def uses_selection(self) -> bool:
         """True when neurons are selected (a random control makes sense): visual branch on, criterion not "all"."""
@@ -105,6 +92,77 @@ class LakeConfig:
         if unknown:
             raise ValueError(f"unknown LakeConfig fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+MAX_SIGMA = 64.0  # px: a kernel radius of 4 * 64 = 256 already spans a 224 px map; more only costs memory
+
+
+def _validate(cfg: "LakeConfig") -> None:
+    """Types, ranges and finiteness of every field, each error naming its field (ValueError)."""
+    import math
+    import numbers
+
+    def fail(name, expected):
+        raise ValueError(f"LakeConfig.{name}={getattr(cfg, name)!r}; expected {expected}")
+
+    def integer(name, low):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            fail(name, f"an integer >= {low}")
+        if v < low:
+            fail(name, f">= {low}")
+        setattr(cfg, name, int(v))
+
+    def real(name, ok, expected):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not ok(float(v)):
+            fail(name, expected)
+        setattr(cfg, name, float(v))
+
+    def sequence(name, item_ok, expected):
+        v = getattr(cfg, name)
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+            fail(name, f"a list of {expected}, not a {type(v).__name__}")
+        if not v:
+            fail(name, f"a non-empty list of {expected}")
+        bad = [x for x in v if not item_ok(x)]
+        if bad:
+            raise ValueError(f"LakeConfig.{name}: {bad[0]!r} is not one of the {expected}")
+        setattr(cfg, name, tuple(v))
+
+    def layer(x):
+        if isinstance(x, bool):
+            return False
+        if isinstance(x, numbers.Integral):
+            return True
+        return isinstance(x, numbers.Real) and math.isfinite(x) and 0.0 < x <= 1.0
+
+    text = lambda x: isinstance(x, str) and x.strip() != ""  # noqa: E731
+    prompt = lambda x: text(x) and "{}" in x  # noqa: E731
+    sequence("sites", text, "hook sites (non-empty strings, e.g. 'hook_resid_post')")
+    sequence("layers", layer, "block indices (integers) or relative depths in (0, 1]")
+    sequence("semantic_layers", layer, "block indices (integers) or relative depths in (0, 1]")
+    for name in ("normal_states", "anomalous_states", "templates"):
+        sequence(name, prompt, "strings with a '{}' placeholder")
+    known = ("variance", "random", "all", "attribution")
+    if isinstance(cfg.criterion, str):
+        if not (cfg.criterion in known or cfg.criterion.startswith("custom:")):
+            raise ValueError(f"LakeConfig.criterion={cfg.criterion!r}; expected variance, random, all, attribution "
+                             f"or a callable")
+    elif not callable(cfg.criterion):
+        fail("criterion", "variance, random, all, attribution or a callable")
+    integer("k_neurons", 1)
+    integer("seed", 0)
+    integer("batch_size", 1)
+    for name, allowed in {"distance": ("cosine", "euclidean"), "image_score": ("max", "top_mean")}.items():
+        if not isinstance(getattr(cfg, name), str) or getattr(cfg, name) not in allowed:
+            fail(name, f"one of {allowed}")
+    if not isinstance(cfg.standardize, bool):  # a string ("false") or a number is not taken for a switch
+        fail("standardize", "true or false (a boolean)")
+    real("text_weight", lambda v: 0.0 <= v <= 1.0, "a value in [0, 1]")
+    real("temperature", lambda v: v > 0.0, "a finite number > 0")
+    real("sigma", lambda v: 0.0 <= v <= MAX_SIGMA, f"a finite number of pixels in [0, {MAX_SIGMA:g}] (0: no smoothing)")
+    real("top_fraction", lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
 
 
 # The benchmark's methods (LAKE variants as changes to a base config, and the other detectors)
