@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("encode_image", "lake_score", "fit", "top_patches", "metrics", "lake_benchmark")
+SECTIONS = ("encode_image", "lake_score", "fit", "top_patches", "metrics", "lake_benchmark", "attribution")
 NOT_MEASUREMENTS = {"seeds"}  # settings echoed in a section, not measurements (seed 0 is valid)
 
 
@@ -64,4 +64,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         assert res["top_patches"]["peak_rss_mb"] > 0
     assert res["metrics"]["pixel_metrics_s"] > 0 and res["metrics"]["peak_rss_mb"] > 0
     assert res["lake_benchmark"]["peak_rss_mb"] > 0 and res["lake_benchmark"]["rows"] > 0
-    assert set(res["targets_met"]) == {"hooked_vs_open_clip", "hooked_cache4_vs_open_clip", "lake_score_vs_encode"}
+    assert set(res["targets_met"]) == {"hooked_vs_open_clip", "hooked_cache4_vs_open_clip", "lake_score_vs_encode",
+                                       "attribution_vs_forward"}
+    a = res["attribution"]  # every residual channel and MLP neuron of lake-tiny's 4 blocks, one pass each way
+    assert a["units"] == 4 * (64 + 256) and a["passes"] == {"forward": 1, "backward": 1} and a["ratio"] > 0
