@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -76,6 +77,9 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
     if r is not None and (isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1):
         raise ValueError(f"resolution (--resolution) must be a positive integer (pixels), got {r!r}")
     categories = list(spec.categories or DATASETS[spec.dataset].categories(spec.root))
+    if not categories:
+        raise ValueError(f"no {spec.dataset} categories under --root {spec.root}: expected one folder per category "
+                         f"(e.g. {spec.root}/bottle/train, .../test); is --root one folder too deep or too high, or empty?")
     from lake_interp.outputs import output_folder, safe_name
 
     for category in categories:
@@ -88,13 +92,13 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
 def _run_locked(model, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], output, progress: bool) -> list[dict]:
     out = output.root
     planned = ["run.json", "results.csv", "summary.md", *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]
-    _guard_resume(out / "run.json", spec, base, categories, model, output=output, planned=planned)
+    stale = _guard_resume(out / "run.json", spec, base, categories, model, output=output, planned=planned)
     output.mkdir("categories")
     rows = []
     bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
     for category in categories:
         done = out / "categories" / f"{category}.csv"
-        if done.is_file() and output.owns(f"categories/{category}.csv"):
+        if done.is_file() and output.owns(f"categories/{category}.csv") and category not in stale:
             rows += read_rows(done)
             bar.update(len(spec.shots) * len(spec.seeds))
             continue
@@ -172,7 +176,7 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
 
 
 def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model,
-                  output=None, planned=("run.json",)) -> None:
+                  output=None, planned=("run.json",)) -> set:
     """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
     weights hash, and the version of the method names (methods_version); a resumed run must match them all. Records of earlier versions (config = overrides only,
     categories null, no dtype) are resolved the same way before comparing."""
@@ -182,9 +186,13 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
     current = _resolved({**spec.to_dict(), "config": base.to_dict(), "categories": categories,
                          "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"],
                          "methods_version": METHODS_VERSION})
+    inputs = {c: input_files(spec, c) for c in categories}  # compared per category, apart from the rest
     finished = list((path.parent / "categories").glob("*.csv"))
+    stale: set = set()
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
-        saved, compared = _resolved(json.loads(path.read_text())), current
+        saved = _read_record(path)
+        saved_inputs = saved.pop("inputs", None)
+        compared = current
         # a record of the old method names (no methods_version): refused with the new names
         check_recorded_methods(saved.get("methods"), saved.get("methods_version"), path)
         saved.setdefault("methods_version", METHODS_VERSION)  # its names mean the same now
@@ -200,16 +208,68 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
                 f"{path.parent} holds a different benchmark run (differs in {changed}); "
                 f"use another --out, or delete {path.parent} to start over"
             )
+        done = {p.stem for p in finished}
+        if not isinstance(saved_inputs, dict):
+            import warnings
+
+            warnings.warn(f"{path} was recorded before runs recorded their input files: the finished categories "
+                          f"{sorted(done & set(categories))} are resumed without checking their images", stacklevel=3)
+        else:
+            for c in categories:
+                if c in done and saved_inputs.get(c) != inputs[c]:
+                    stale.add(c)
+                    print(f"lake-interp benchmark: the input files of category {c!r} changed since it was computed "
+                          f"({_input_changes(saved_inputs.get(c), inputs[c])}): recomputing it", file=sys.stderr)
         if output is not None:  # the same run (perhaps recorded by an earlier version): its files are its own
             for rel in ["run.json", "results.csv", "summary.md",
                         *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]:
                 if (path.parent / rel).is_file() and not output.owns(rel):
                     output.adopt(rel)
+    current = {**current, "inputs": inputs}
     if output is None:
         path.write_text(json.dumps(current, indent=1))
     else:
         output.claim(planned)  # every file this run writes: foreign ones refused before any is written
         output.write_text("run.json", json.dumps(current, indent=1))
+    return stale
+
+
+def _read_record(path: Path) -> dict:
+    """run.json as a resolved record; an empty or damaged one is an error naming it."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable run record ({type(e).__name__}: {e}); it was not written whole: "
+                         f"use another --out, or delete {path.parent} to start over") from e
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a run record (a JSON object expected); use another --out, or delete "
+                         f"{path.parent} to start over")
+    return _resolved(record)
+
+
+def input_files(spec: BenchmarkSpec, category: str) -> list[list]:
+    """Every image and mask file a category's run reads (train and test splits): [path relative to
+    the root, size in bytes, mtime in ns], sorted; recorded in run.json and compared on resume."""
+    root = Path(spec.root)
+    files = set()
+    for split in ("train", "test"):
+        for e in load_dataset(spec.dataset, spec.root, category, split).entries:
+            files.update(Path(p) for p in (e.path, *e.mask_paths))
+    out = []
+    for p in sorted(files):
+        st = p.stat()
+        out.append([Path(os.path.relpath(p, root)).as_posix(), int(st.st_size), int(st.st_mtime_ns)])
+    return out
+
+
+def _input_changes(old, new) -> str:
+    old = {r[0]: r[1:] for r in old or []}
+    new = {r[0]: r[1:] for r in new}
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+    parts = [f"{len(v)} {what}" + (f" (e.g. {v[0]})" if v else "") for what, v in
+             (("added", added), ("removed", removed), ("changed", changed)) if v]
+    return ", ".join(parts) or "not recorded"
 
 
 def _resolved(record: dict) -> dict:
