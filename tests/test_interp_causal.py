@@ -277,7 +277,12 @@ def test_neuron_explorer_static_views(planted_lake, data):
     assert explorer.channels(hook) == [CHANNEL]
     anomalous = int(np.flatnonzero(labels == 1)[0])
     figs = explorer.figures(hook, CHANNEL, anomalous)
-    assert set(figs) == {"top_patches", "heatmap", "ablation", "words"}
+    assert set(figs) == {"top_patches", "heatmap", "ablation", "words", "attribution"}
+    heat = next(t for t in figs["attribution"].data if t.type == "heatmap")
+    attr = np.asarray(heat.z, float)  # the planted channel's per-pixel attribution: on the defect
+    mask = test[anomalous].mask
+    assert mask is not None and attr.shape == mask.shape
+    assert attr[mask].mean() > attr[~mask].mean()
     clean_title, ablated_title = [a.text for a in figs["ablation"].layout.annotations]
     assert float(clean_title.split("score ")[1][:-1]) > float(ablated_title.split("score ")[1][:-1])
     shown = explorer.show(static=True)  # no widget front end: the same figures, returned

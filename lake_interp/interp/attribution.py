@@ -166,9 +166,10 @@ def _nearest(queries: torch.Tensor, bank: torch.Tensor, distance: str, chunk: in
         picks = []
         for s in range(0, q.shape[0], chunk):
             if distance == "cosine":
-                picks.append((qn[s : s + chunk] @ bn.T).argmax(dim=-1))
+                picks.append((qn[s : s + chunk].detach() @ bn.detach().T).argmax(dim=-1))
             else:
-                picks.append(torch.cdist(q[s : s + chunk], bank).argmin(dim=-1))
+                # detached: the choice carries no gradient, and forward-mode AD has no rule for cdist
+                picks.append(torch.cdist(q[s : s + chunk].detach(), bank.detach()).argmin(dim=-1))
         pick = torch.cat(picks)
     if distance == "cosine":
         d = 1.0 - (qn * bn[pick]).sum(dim=-1)

@@ -117,9 +117,24 @@ class NeuronExplorer:
                                 f"read at {', '.join(reader.hooks)} (all channels){direct}")
         return resolve(fig)
 
+    def attribution_figure(self, hook: str, channel: int, image_index: int) -> go.Figure:
+        """The neuron's per-pixel attribution to the image's anomaly score (first order: the change
+        of the downstream readout's map when it is zeroed; `lake_interp.interp.attribute`), beside
+        the image; the title ranks it among the explorer's neurons."""
+        from lake_interp.interp.attribution import attribute, attribution_map_figure
+
+        image = self.test[image_index]
+        result = attribute(self.lake, [image], target="map", units=list(self._current.neurons),
+                           map_units=[(hook, channel)], support=self.support)
+        fig = attribution_map_figure(result, (hook, channel), 0, images=[image], model=self.lake.model)
+        row = next(r for r in result.top(len(result.units)) if (r["hook"], r["channel"]) == (hook, channel))
+        fig.update_layout(title=f"{fig.layout.title.text}<br><sup>rank {row['rank']} of {len(result.units)} "
+                                f"explorer neurons by attribution to the score (readout {result.meta['readout']})</sup>")
+        return fig
+
     def figures(self, hook: str, channel: int, image_index: int = 0) -> dict[str, go.Figure]:
         """Every view of one neuron of the current category: top patches, heatmap with the fused map,
-        ablation, words."""
+        ablation, words, and its attribution over the image (`attribution_figure`)."""
         if (hook, channel) not in self.neurons:
             raise ValueError(f"({hook!r}, {channel}) is not among the explorer's neurons for {self.category!r}")
         cat = self._current
@@ -134,6 +149,7 @@ class NeuronExplorer:
             "heatmap": heatmap_figure(neuron_heatmap(self.lake.model, image, [(hook, channel)], lake=self.lake)),
             "ablation": self.ablation_figure(hook, channel, image_index),
             "words": words_figure(words),
+            "attribution": self.attribution_figure(hook, channel, image_index),
         }
         return {name: resolve(fig) for name, fig in figs.items()}  # as save_figure draws them
 
