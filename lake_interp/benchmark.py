@@ -71,6 +71,12 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
             Lake(model, METHODS[m].config(base))
     for name in ("shots", "seeds"):
         values = list(getattr(spec, name))
+        if not values:
+            raise ValueError(f"{name} (--{name}) is empty: give at least one value")
+        low = 1 if name == "shots" else 0
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low]
+        if bad:
+            raise ValueError(f"{name} (--{name}) must be integers >= {low}; got {bad}")
         if len(set(values)) != len(values):
             raise ValueError(f"{name} (--{name}) lists a value twice: {values}")
     r = spec.resolution

@@ -94,12 +94,25 @@ class MaskIndex:
         return mask
 
 
+class MaskWarning(UserWarning):
+    """A mask file looks wrong (non-binary values, lossy JPEG, empty, or covering almost everything)."""
+
+
 def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image, turning any decoding failure into a DatasetError."""
+    """Open and fully decode an image with its EXIF orientation applied (as viewers display it, so a
+    mask drawn on the displayed image lines up), turning any decoding failure into a DatasetError."""
+    from PIL import ImageOps
+
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            fmt = im.format
+            out = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im.copy()
+            out.format = fmt
+            return out
+    except Image.DecompressionBombError as e:
+        raise DatasetError(f"refusing to open {path}: {e} (a decompression bomb, or an image far larger than "
+                           "any model input: resize it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
     except FileNotFoundError as e:
         raise DatasetError(f"missing file {path}: expected an image") from e
     except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
@@ -134,11 +147,31 @@ def load_rgb(path: Path) -> Image.Image:
     return to_rgb(_open(Path(path)))
 
 
-def _binarise(im: Image.Image) -> np.ndarray:
-    """True wherever the mask is non-zero (any channel, palette colours looked up)."""
-    if im.mode in ("1", "L", "I", "F") or im.mode.startswith("I;16"):
-        return np.asarray(im) != 0
-    return (np.asarray(im.convert("RGB")) != 0).any(axis=-1)
+def _binarise(im: Image.Image, path=None) -> np.ndarray:
+    """The mask as bool (any channel, palette colours looked up).
+
+    Masks of instance ids or 0/1 (maximum below half the range, e.g. VisA's 1, 2, ...): every non-zero
+    value counts. Masks drawn as 0/255 (maximum at least half the range): thresholded at half the
+    range, so faint values (antialiasing, JPEG artefacts) do not grow the defect; such values and
+    lossy JPEG masks are warned about (MaskWarning), naming the file."""
+    if im.mode == "1":
+        return np.asarray(im).astype(bool)
+    if im.mode in ("L", "I", "F") or im.mode.startswith("I;16"):
+        a = np.asarray(im)
+    else:
+        a = np.asarray(im.convert("RGB")).max(axis=-1)
+    full = 65535 if (im.mode.startswith("I;16") or (im.mode == "I" and a.max(initial=0) > 255)) else 255
+    if im.format == "JPEG" or str(path).lower().endswith((".jpg", ".jpeg")):
+        warnings.warn(f"mask {path} is a lossy JPEG: its compression artefacts make it non-binary; thresholded at "
+                      f"half the range; store masks as PNG", MaskWarning, stacklevel=3)
+    levels = np.unique(a[a != 0]) if a.size else a[:0]
+    if levels.size > 1 and levels.max() >= full / 2:  # a 0/255 drawing with other values: not binary
+        faint = np.count_nonzero((a > 0) & (a < levels.max()))
+        if im.format != "JPEG":
+            warnings.warn(f"mask {path} is not binary: {faint} pixels hold values between 0 and {levels.max()} "
+                          f"({levels.size} non-zero levels); thresholded at {full // 2 + 1}", MaskWarning, stacklevel=3)
+        return a > full // 2
+    return a != 0
 
 
 def load_mask(paths: Sequence[Path], size: tuple[int, int], image: Path | None = None) -> np.ndarray:
@@ -150,11 +183,18 @@ def load_mask(paths: Sequence[Path], size: tuple[int, int], image: Path | None =
     w, h = size
     out = np.zeros((h, w), dtype=bool)
     for p in paths:
-        m = _binarise(_open(Path(p)))
+        m = _binarise(_open(Path(p)), p)
         if m.shape != (h, w):
             of = f"its image {image}" if image else "the image"
             warnings.warn(f"mask {p} is {m.shape[1]}x{m.shape[0]} but {of} is {w}x{h}; resized with nearest "
                           "neighbour", UserWarning, stacklevel=2)
             m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
         out |= m
+    names = ", ".join(str(p) for p in paths)
+    if paths and not out.any():
+        warnings.warn(f"mask {names} of anomalous image {image} is all zero: the image counts as anomalous but no "
+                      "pixel does (empty or wrong mask?)", MaskWarning, stacklevel=2)
+    elif paths and out.mean() > 0.9:
+        warnings.warn(f"mask {names} of {image} marks {100 * out.mean():.0f}% of the image as anomalous "
+                      "(inverted mask?)", MaskWarning, stacklevel=2)
     return out

@@ -35,8 +35,12 @@ def scan_visa_csv(root: Path, csv_path: Path, category: str, split: str, require
     if not csv_path.is_file():
         raise DatasetError(f"missing split file {csv_path}: the raw VisA layout needs split_csv/1cls.csv "
                            f"with columns {','.join(CSV_COLUMNS)}")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # tolerate a BOM
-        rows = list(csv.DictReader(f, skipinitialspace=True))
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # tolerate a BOM
+            rows = list(csv.DictReader(f, skipinitialspace=True))
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{csv_path} is not UTF-8 text (byte {e.start}: {e.reason}); save the split file as "
+                           "UTF-8") from e
     if rows and not set(CSV_COLUMNS) <= set(rows[0]):
         raise DatasetError(f"{csv_path} has columns {list(rows[0])}: expected {list(CSV_COLUMNS)}")
     entries = []
