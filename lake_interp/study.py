@@ -26,7 +26,8 @@ from lake_interp.data.io import read_json_object
 from lake_interp.data.synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
 from lake_interp.export import save_figure
 from lake_interp.interp import (
-    ablate, neuron_words, sweep, sweep_figure, top_activating_patches, top_patches_figure, words_figure,
+    ablate, neuron_stability, neuron_words, stability_figure, sweep, sweep_figure, top_activating_patches,
+    top_patches_figure, words_figure,
 )
 from lake_interp.detectors.methods import METHODS, check_methods, default_methods
 from lake_interp.lake import Lake, LakeConfig
@@ -85,7 +86,8 @@ def run_study(model, cfg: StudyConfig, out_dir, command: str = "lake-interp figu
 
 
 FIGURE_NAMES = ("fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "fig4_top_patches",
-                "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words")
+                "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words", "fig8_attribution_vs_ablation",
+                "fig9_neuron_stability")
 
 
 def _run_study(model, cfg: StudyConfig, output, command: str, progress: bool) -> list[dict]:
@@ -111,7 +113,7 @@ def _run_study(model, cfg: StudyConfig, output, command: str, progress: bool) ->
     made = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=7, desc="figures", unit="figure", disable=not progress)
+    bar = tqdm(total=len(FIGURE_NAMES), desc="figures", unit="figure", disable=not progress)
     doing = lambda what: bar.set_postfix_str(what)  # noqa: E731  what the next step computes
 
     def emit(name: str, fig: go.Figure, caption: str, data, width=8.0, height=4.5):
@@ -189,6 +191,27 @@ def _run_study(model, cfg: StudyConfig, output, command: str, progress: bool) ->
         "Neuron to language: cosine between each top neuron's written direction, carried through the blocks after "
         f"its layer (forward-mode Jacobian, mean over the {len(support)} support images' patches), then ln_post "
         "(linearised) and proj, and the text embeddings of defect and material words."), words.rows(), width=10)
+
+    # 8. attribution of the anomaly score to every unit vs its measured ablation
+    doing("fig8: attribution vs measured ablation")
+    fig8, data8 = _attribution_vs_ablation(lake, support, test, cfg.n_examples)
+    emit("fig8_attribution_vs_ablation", fig8, (
+        f"Attribution (activation x gradient, first order) of the anomaly score of {data8['n_images']} anomalous test "
+        f"images ({category}) to every residual channel and MLP neuron of the vision tower ({data8['n_units']} units, "
+        f"one forward and one backward pass), against the measured effect of zero-ablating each of the top "
+        f"{data8['n']} units alone; both read by the same downstream readout ({data8['readout']}: nearest neighbour "
+        f"on all channels of the final block's residual stream, fitted on the support). Spearman "
+        f"{data8['spearman']:.3f}."), data8["rows"], width=7)
+
+    # 9. stability of the selected neurons over support draws
+    doing("fig9: neuron-set stability")
+    stability = neuron_stability(model, train, cfg.shots, cfg.seeds, base.criterion if base.criterion != "all"
+                                 else "variance", base.k_neurons, base, class_name_for(category))
+    emit("fig9_neuron_stability", stability_figure(stability), (
+        f"Stability of the selected neurons ({category}, criterion {stability.meta.get('criterion', base.criterion)}, "
+        f"K={base.k_neurons} per hook) over the support draws (shots {list(cfg.shots)} x seeds {list(cfg.seeds)}): "
+        "Jaccard between every pair of draws (mean over hooks), and per hook the mean Jaccard, overlap and "
+        "rank-biased overlap, with the overlap K/d two random sets would have."), stability.to_dict(), width=10)
 
     bar.close()
     _write_readme(out, made, command, output)
@@ -360,6 +383,19 @@ def _most_sensitive(neurons: NeuronSet, n: int) -> list[tuple[str, int]]:
     for rank in range(max(len(p) for p in per_hook)):
         out += [p[rank] for p in per_hook if rank < len(p)]
     return out[:n]
+
+
+def _attribution_vs_ablation(lake, support, test, n_examples: int, n: int = 30):
+    """Attribution of the score of the first anomalous test images to every unit (read downstream),
+    and the measured single-unit ablations of the top n with the same readout."""
+    from lake_interp.interp import attribute, compare_with_ablation, comparison_figure
+
+    anomalous = [test[i] for i, label in enumerate(test.labels) if label == 1][:max(1, n_examples)]
+    result = attribute(lake, anomalous, target="score", support=support)
+    comparison = compare_with_ablation(lake, anomalous, result, n=min(n, len(result.units)), support=support)
+    data = {"rows": comparison["rows"], "spearman": comparison["spearman"], "n": comparison["n"],
+            "readout": comparison["readout"], "n_images": len(anomalous), "n_units": len(result.units)}
+    return comparison_figure(comparison), data
 
 
 def _ablation_maps(lake, support, test, n_examples: int):

@@ -49,11 +49,12 @@ def cached_study_figures(model, tmp_path_factory) -> dict[str, go.Figure]:
 
 
 def study_figures(model, root) -> dict[str, go.Figure]:
-    """name -> figure, for fig1 .. fig7 (as `run_study` builds them) and the explorer's ablation maps."""
+    """name -> figure, for fig1 .. fig9 (as `run_study` builds them) and the explorer's ablation maps."""
     from lake_interp import study
     from lake_interp.data import load_dataset
     from lake_interp.detectors.methods import default_methods
-    from lake_interp.interp import neuron_words, top_activating_patches, top_patches_figure, words_figure
+    from lake_interp.interp import (neuron_stability, neuron_words, stability_figure, top_activating_patches,
+                                    top_patches_figure, words_figure)
     from lake_interp.interp.explorer import NeuronExplorer
     from lake_interp.lake import Lake, LakeConfig
 
@@ -72,6 +73,8 @@ def study_figures(model, root) -> dict[str, go.Figure]:
         "fig5_ablation_maps": study._ablation_maps(lake, support, test, 2)[0],
         "fig6_text_weight": study._two_metric_sweep(sweep_result("text_weight", [0.0, 1.0])),
         "fig7_neuron_words": words_figure(neuron_words(model, top, reference=support)),
+        "fig8_attribution_vs_ablation": study._attribution_vs_ablation(lake, support, test, 1, n=8)[0],
+        "fig9_neuron_stability": stability_figure(neuron_stability(model, train, [1], [0, 1], k=4, config=base)),
         "explorer_ablation": NeuronExplorer(lake, test, support, n_top=2).ablation_figure(*top[0], len(test) - 1),
         "hot_top_left": asymmetric_heatmap(),
     }

@@ -16,7 +16,8 @@ from lake_interp.figure_spec import html_figure, method_color, method_colors, pl
 from tests.figure_cases import HOT_TOP_LEFT, cached_study_figures
 
 STUDY = ["fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "fig4_top_patches",
-         "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words"]
+         "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words", "fig8_attribution_vs_ablation",
+         "fig9_neuron_stability"]
 
 
 @pytest.fixture(scope="module")

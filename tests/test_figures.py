@@ -6,7 +6,8 @@ import json
 from lake_interp.cli import main
 
 FIGURES = ["fig1_selected_vs_random", "fig2_metrics_vs_k", "fig3_neuron_depth", "fig4_top_patches",
-           "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words"]
+           "fig5_ablation_maps", "fig6_text_weight", "fig7_neuron_words", "fig8_attribution_vs_ablation",
+           "fig9_neuron_stability"]
 
 
 def rows(path):
@@ -27,7 +28,7 @@ def test_figures_command_writes_every_file_and_number(tmp_path):
         assert (out / f"{name}.csv").is_file() or (out / f"{name}.json").is_file()
         assert "lake-tiny" in (out / f"{name}.caption.txt").read_text()
         assert "RANDOM WEIGHTS" in (out / f"{name}.caption.txt").read_text()
-    assert (out / "README.md").read_text().count("## fig") == 7
+    assert (out / "README.md").read_text().count("## fig") == len(FIGURES)
     assert json.loads((out / "study_config.json").read_text())["seeds"] == [0, 1]
 
     # the numbers behind the figures
@@ -51,3 +52,8 @@ def test_figures_command_writes_every_file_and_number(tmp_path):
     from lake_interp.interp.words import VOCABULARY
 
     assert len(fig7) == 3 * len(VOCABULARY) and all(-1 <= float(r["cosine"]) <= 1 for r in fig7)
+    fig8 = rows(out / "fig8_attribution_vs_ablation.csv")
+    assert len(fig8) >= 10 and all(r["hook"].startswith("visual.blocks.") for r in fig8)
+    assert "Spearman" in (out / "fig8_attribution_vs_ablation.caption.txt").read_text()
+    stability = json.loads((out / "fig9_neuron_stability.json").read_text())
+    assert stability["draws"] == [[1, 0], [1, 1], [2, 0], [2, 1]] or len(stability["draws"]) == 4

@@ -751,7 +751,8 @@ def comparison_figure(comparison: dict):
 
     rows = comparison["rows"]
     fig = go.Figure(go.Scatter(x=[r["attribution"] for r in rows], y=[r["measured"] for r in rows], mode="markers",
-                               text=[r["label"] for r in rows], marker={"color": "#636efa"}))
+                               text=[r["label"] for r in rows], marker={"color": "#636efa"}, name="unit",
+                               showlegend=False))
     fig.update_layout(title=f"Attribution vs measured ablation, top {comparison['n']} units: Spearman "
                             f"{comparison['spearman']:.3f} (readout {comparison['readout']}, {comparison['mode']})",
                       xaxis_title="attribution (first order)", yaxis_title="measured: target clean - ablated",
