@@ -620,6 +620,10 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
         print("lake-interp bench: error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     problem = check_json_target(args.json) if args.json else None
+    for name in ("batch", "repeats", "threads", "top_images", "metrics_n", "metrics_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            problem = f"--{name.replace('_', '-')} must be a positive integer, got {value}"
     if problem:
         print(f"lake-interp bench: error: {problem}", file=sys.stderr)
         return 2

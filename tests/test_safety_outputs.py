@@ -207,6 +207,9 @@ class TestOutputPolicy:
         assert target.read_text() == '{"mine": 1}'
         assert main(["bench", "--quick", "--json", str(tmp_path)]) == 2
         assert "is a folder" in capsys.readouterr().err
+        for arg in ("--batch", "--repeats", "--threads", "--metrics-n"):
+            assert main(["bench", "--quick", arg, "0"]) == 2
+            assert f"{arg} must be a positive integer, got 0" in capsys.readouterr().err
 
 
 # ============================================================================ concurrency
