@@ -116,6 +116,9 @@ def test_decompositions_sum_to_the_residual_stream(which, request):
             normed = view.apply_ln_to_stack(view.accumulated_resid(n)[-1:], -1)[0]
             with torch.no_grad():
                 close(normed * final_ln.weight + final_ln.bias, final_ln(ref_final))
+            # every apply_ln path gives the same tensor (before the LayerNorm's weight and bias)
+            close(view.accumulated_resid(n, apply_ln=True)[-1], normed)
+            close(view.decompose_resid(apply_ln=True).sum(0), normed, atol=2e-5)
         # per-head results sum to attention's output minus its bias (times LayerScale)
         heads = view.stack_head_results(layer=1)
         blk = (model.visual if tower == "visual" else model.text).blocks[0]

@@ -100,9 +100,10 @@ def make_readout(detector, neurons: Neurons, support, readout: ReadoutSpec = "do
         hooks, units = _lake_hooks_and_units(reader)
         if units and units <= ablated:
             raise ValueError(
-                f"the readout detector reads exactly the ablated channels ({len(units)} of its selected neurons, all "
-                f"ablated): its map would only show that zeroed inputs differ (a constant map), not what the network "
-                f"uses; use readout='downstream' (default) or 'all_channels'")
+                f"the readout detector reads exactly the ablated channels (all {len(units)} of its selected neurons are "
+                f"among the units ablated or patched): its map would read back the values put into them (zeroed ones "
+                f"give a constant map), not what the network does with them; use readout='downstream' (default) or "
+                f"'all_channels'")
         overlap = sorted(units & ablated)
         out = Readout("detector", reader, hooks, overlap, f"the given detector ({type(reader).__name__})")
     if out.overlap and out.name != "all_channels":

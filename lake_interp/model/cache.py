@@ -14,7 +14,14 @@ the vision tower, or on the text tower with `tower="text"`.
 
 What differs from a language model, said once:
 - "final layer norm" is `ln_post` (vision) / `ln_final` (text); in a tower view the key
-  `ln_final.*` is that tower's final LayerNorm.
+  `ln_final.*` is that tower's final LayerNorm. Every `apply_ln` (the cached-scale path of
+  `apply_ln_to_stack` and `accumulated_resid(apply_ln=True)`'s recomputed statistics alike) gives
+  the normalised stream BEFORE that LayerNorm's weight and bias, as `hook_normalized` holds it (the
+  weights are not folded, so the affine map stays with the projection: `ln.w * (proj @ t)` is the
+  residual direction of a joint-space target t, see `tokens_to_residual_directions`).
+- A plain dict of cached activations (`return_cache_object=False`) becomes this cache with
+  `CLIPActivationCache(cache_dict, model)`; TransformerLens's base `ActivationCache(cache_dict, model)`
+  does not know the tower prefixes.
 - `hook_embed` in a tower view is the embedding term of the residual stream, i.e. what enters
   block 0: in the vision tower with `ln_pre` that is `ln_pre`'s output (`blocks.0.hook_resid_pre`),
   not the raw `visual.hook_embed` (class + patch tokens + positions before `ln_pre`). So
@@ -105,13 +112,19 @@ class _StreamBlock:
 
 
 class _UnhookedLN:
-    """The tower's final LayerNorm applied without firing its hooks (for apply_ln recompute)."""
+    """The tower's final LayerNorm WITHOUT its weight and bias, firing no hooks: what TransformerLens's
+    apply_ln recompute path calls `ln_final`. Without the affine map it agrees with the cached-scale
+    path (`apply_ln_to_stack`), so every apply_ln gives the stream as `ln*.hook_normalized` holds it;
+    `* ln.w + ln.b` gives the LayerNorm's output."""
 
     def __init__(self, ln):
         self.ln = ln
 
     def __call__(self, x):
-        return self.ln.normalize_unhooked(x)
+        import torch.nn.functional as F
+
+        dtype = x.dtype
+        return F.layer_norm(x.to(torch.promote_types(dtype, torch.float32)), x.shape[-1:], eps=self.ln.eps).to(dtype)
 
 
 class TowerModel:
