@@ -93,18 +93,24 @@ class ProAccumulator:
         return float(self._area / self.limit)
 
 
-def _dense_codes(flat: np.ndarray):
-    """A chunk coder for float64 scores: code = number of distinct values above the score (uint32;
-    equal scores equal codes, ascending code = descending score), exact at float64 precision."""
-    distinct = np.unique(flat)  # sorted; -0.0 and +0.0 are one value
-    if distinct.size > 1 << 32:
-        raise ValueError(f"more than 2^32 distinct scores ({distinct.size}); cannot rank them in uint32 codes")
-    top = distinct.size - 1
-
-    def codes(chunk: np.ndarray) -> np.ndarray:
-        return (top - np.searchsorted(distinct, chunk)).astype(np.uint32)
-
-    return codes
+def _dense_codes(flat: np.ndarray) -> np.ndarray:
+    """uint32 codes of float64 scores: code = number of distinct values above the score (equal scores
+    equal codes, ascending code = descending score), exact at float64 precision. One argsort of the
+    original values (no rounding); -0.0 and +0.0 are one value."""
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    rank = np.empty(flat.size, dtype=np.uint32)
+    new = np.empty(flat.size, dtype=np.uint32)
+    new[0] = 0
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:], casting="unsafe")
+    del ordered
+    np.cumsum(new, out=new)  # dense rank in ascending order
+    top = int(new[-1])
+    np.subtract(np.uint32(top), new, out=new)
+    rank[order] = new
+    return rank
 
 
 def pixel_curve_metrics(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3,
@@ -129,11 +135,11 @@ def pixel_curve_metrics(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 
 
     keys = np.empty(masks.size, dtype=np.uint64)
     flat = maps.reshape(-1)
-    codes = score_codes if maps.dtype == np.float32 else _dense_codes(flat)
+    dense = None if maps.dtype == np.float32 else _dense_codes(flat)
     all_sizes = []
     for images, labels, sizes in iter_regions(masks):
         px = slice(images.start * maps[0].size, images.stop * maps[0].size)
-        pack_keys(codes(flat[px]), labels.reshape(-1), out=keys[px])
+        pack_keys(score_codes(flat[px]) if dense is None else dense[px], labels.reshape(-1), out=keys[px])
         all_sizes.append(sizes)
     sizes = np.concatenate(all_sizes)
     weights = np.concatenate(([0.0], 1.0 / sizes))
