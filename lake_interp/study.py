@@ -175,14 +175,22 @@ def _run_study(model, cfg: StudyConfig, output, command: str, progress: bool) ->
 
     # 5. maps before / after ablating the selected neurons
     doing("fig5: maps before and after ablation")
-    fig5, data5, reader5 = _ablation_maps(lake, support, test, cfg.n_examples)
+    fig5, data5, reader5, effect5 = _ablation_maps(lake, support, test, cfg.n_examples)
+    d, rs = effect5.delta, effect5.random_summary
+
+    def _pp(metric):  # selected delta vs the random draws' mean +- std, percentage points
+        return (f"{metric} {100 * d[metric]:+.1f} pp vs random {100 * rs[metric]['mean']:+.1f} "
+                f"± {100 * rs[metric]['std']:.1f} pp")
+
     emit("fig5_ablation_maps", fig5, (
         f"Anomalous test images ({category}), their masks, and the anomaly map of a downstream readout (nearest "
         f"neighbour on all channels of the final block's residual stream, {reader5.hooks[0]}, fitted on the clean "
-        f"support, bank rebuilt under the ablation) before and after zero-ablating LAKE's {len(lake.neurons)} selected "
-        f"neurons; {len(reader5.overlap)} of them are channels of that stream itself and are read directly. LAKE's own "
-        "map is not used: it would read its own zeroed inputs."), data5,
-        width=8, height=2 * cfg.n_examples + 1)
+        f"support, bank rebuilt under the ablation): clean, after zero-ablating LAKE's {len(lake.neurons)} selected "
+        f"neurons, and after zero-ablating as many random channels of the same hooks (random draw 0); "
+        f"{len(reader5.overlap)} selected neurons are channels of that stream itself and are read directly. Over the "
+        f"test split ({effect5.meta['n_random']} random draws; each draw's delta in the JSON): {_pp('image_auroc')}; "
+        f"{_pp('pixel_auroc')}. LAKE's own map is not used: it would read its own zeroed inputs."), data5,
+        width=10, height=2 * cfg.n_examples + 1)
 
     # 7. neuron to words
     doing("fig7: neuron words")
@@ -398,45 +406,62 @@ def _attribution_vs_ablation(lake, support, test, n_examples: int, n: int = 30):
     return comparison_figure(comparison), data
 
 
-def _ablation_maps(lake, support, test, n_examples: int):
+def _ablation_maps(lake, support, test, n_examples: int, n_random: int = 5):
     """The readout (`lake_interp.interp.readout`, "downstream": all channels of the final block's
     residual stream, fitted on the clean support, refitted under the ablation) before and after
-    zero-ablating LAKE's selected neurons: not LAKE itself, which would read its own zeroed inputs."""
+    zero-ablating LAKE's selected neurons, and after zero-ablating as many random channels of the
+    same hooks (the first random draw of `ablation_effect`, whose metric deltas over the whole test
+    split, for the selected set and each of `n_random` draws, go with the figure's data): not LAKE
+    itself, which would read its own zeroed inputs."""
     from lake_interp.evaluation import refit
-    from lake_interp.interp.readout import make_readout
+    from lake_interp.interp.ablation import ablation_effect
 
-    anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
-    samples = [test[i] for i in anomalous]
     with warnings.catch_warnings():  # the final block's selected channels are read directly: said in the caption
         warnings.filterwarnings("ignore", message="the readout")
+        effect = ablation_effect(lake, list(lake.neurons), support, test, test.labels, [s.mask for s in test],
+                                 n_random=n_random, progress=False)
+        from lake_interp.interp.readout import make_readout
+
         reader = make_readout(lake, list(lake.neurons), support, "downstream")
+    anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
+    samples = [test[i] for i in anomalous]
     clean = reader.detector.score(samples)
     with ablate(lake.model, lake.neurons):
         ablated = refit(reader.detector, support).score(samples)
-    vmax = float(max(clean.maps.max(), ablated.maps.max()))
-    vmin = float(min(clean.maps.min(), ablated.maps.min()))
+    control = effect.random_units[0] if effect.random_units else None
+    if control is not None:
+        with ablate(lake.model, control):
+            random = refit(reader.detector, support).score(samples)
+    shown = [clean, ablated] + ([random] if control is not None else [])
+    vmax = float(max(r.maps.max() for r in shown))
+    vmin = float(min(r.maps.min() for r in shown))
     titles = []
     for i, s in enumerate(samples):
         titles += [f"{s.defect} {s.path.stem}", "mask", f"clean {float(clean.image_scores[i]):.3f}",
-                   f"ablated {float(ablated.image_scores[i]):.3f}"]
-    fig = make_subplots(len(samples), 4, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
-    rows = []
+                   f"selected ablated {float(ablated.image_scores[i]):.3f}"]
+        if control is not None:
+            titles.append(f"random ablated {float(random.image_scores[i]):.3f}")
+    cols = 4 + (control is not None)
+    fig = make_subplots(len(samples), cols, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
+    images = []
     for i, s in enumerate(samples):
         w, h = s.image.size
         mask = np.zeros((h, w), bool) if s.mask is None else s.mask
         panels = [np.asarray(s.image), np.stack([mask * 255] * 3, -1).astype(np.uint8)]
-        for m in (clean.maps[i], ablated.maps[i]):
-            panels.append(np.asarray(overlay(s.image, resize_map(m, h, w), vmin=vmin, vmax=vmax)))
+        for r in shown:
+            panels.append(np.asarray(overlay(s.image, resize_map(r.maps[i], h, w), vmin=vmin, vmax=vmax)))
         for j, panel in enumerate(panels, start=1):
             fig.add_trace(go.Image(z=panel), i + 1, j)
-        rows.append({"path": str(s.path), "defect": s.defect, "clean_score": float(clean.image_scores[i]),
-                     "ablated_score": float(ablated.image_scores[i]), "readout": reader.name,
-                     "readout_hooks": ",".join(reader.hooks), "ablated_units": len(lake.neurons),
-                     "ablated_units_read_directly": len(reader.overlap)})
+        images.append({"path": str(s.path), "defect": s.defect, "clean_score": float(clean.image_scores[i]),
+                       "ablated_score": float(ablated.image_scores[i]),
+                       "random_ablated_score": float(random.image_scores[i]) if control is not None else None})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(title="Downstream readout maps before and after ablating the selected neurons")
-    return fig, rows, reader
+    fig.update_layout(title="Downstream readout maps: clean, selected neurons ablated, as many random neurons ablated")
+    data = {"images": images, "meta": effect.meta, "delta": effect.delta, "random_delta": effect.random_delta,
+            "random_summary": effect.random_summary, "random_units": [[list(p) for p in u] for u in effect.random_units],
+            "clean": effect.clean, "ablated": effect.ablated}
+    return fig, data, reader, effect
 
 
 def _write_readme(out: Path, made: list[dict], command: str, output=None) -> None:

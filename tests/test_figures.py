@@ -46,8 +46,14 @@ def test_figures_command_writes_every_file_and_number(tmp_path):
     assert sum(depth["counts"].values()) == depth["k"] == 8 * 4
     fig4 = rows(out / "fig4_top_patches.csv")
     assert len(fig4) == 3 * 8 and all((out / "data" / r["image"]).is_file() for r in fig4)
-    fig5 = rows(out / "fig5_ablation_maps.csv")
-    assert len(fig5) == 2 and all(r["clean_score"] != r["ablated_score"] for r in fig5)
+    fig5 = json.loads((out / "fig5_ablation_maps.json").read_text())
+    assert len(fig5["images"]) == 2 and all(r["clean_score"] != r["ablated_score"] for r in fig5["images"])
+    assert all(r["random_ablated_score"] is not None for r in fig5["images"])
+    assert fig5["meta"]["readout"] == "downstream" and fig5["meta"]["mode"] == "zero"
+    assert len(fig5["random_delta"]) == fig5["meta"]["n_random"] == len(fig5["random_units"]) == 5
+    deltas = [r["image_auroc"] for r in fig5["random_delta"]]  # the spread, against numpy
+    assert fig5["random_summary"]["image_auroc"]["mean"] == __import__("pytest").approx(sum(deltas) / len(deltas))
+    assert "random" in (out / "fig5_ablation_maps.caption.txt").read_text()
     fig7 = rows(out / "fig7_neuron_words.csv")
     from lake_interp.interp.words import VOCABULARY
 

@@ -15,6 +15,7 @@ from lake_interp.interp.figures import heatmap_figure, top_patches_figure, words
 from lake_interp.interp.heatmap import neuron_heatmap
 from lake_interp.interp.top_patches import TopPatches, top_activating_patches
 from lake_interp.interp.words import VOCABULARY, neuron_words
+from lake_interp.model.hook_sites import hook_label
 
 
 @dataclass
@@ -98,23 +99,29 @@ class NeuronExplorer:
         from lake_interp.evaluation import refit
         from lake_interp.interp.readout import make_readout
 
+        from lake_interp.interp.ablation import random_like
+
         image = self.test[image_index]
         reader = make_readout(self.lake, [(hook, channel)], self.support, "downstream")
         clean = reader.detector.score([image])
         with ablate(self.lake.model, [(hook, channel)]):
             ablated = refit(reader.detector, self.support).score([image])
-        fig = make_subplots(1, 2, subplot_titles=[f"clean (score {float(clean.image_scores[0]):.3f})",
-                                                  f"ablated (score {float(ablated.image_scores[0]):.3f})"])
-        vmax = float(max(clean.maps.max(), ablated.maps.max()))
-        for col, m in ((1, clean.maps[0]), (2, ablated.maps[0])):
-            fig.add_trace(go.Heatmap(z=m.numpy(), zmin=0, zmax=vmax, showscale=col == 2, colorscale="Viridis",
+        control = random_like(self.lake.model, [(hook, channel)], seed=0)  # a random channel of the same hook
+        with ablate(self.lake.model, control):
+            random = refit(reader.detector, self.support).score([image])
+        shown = [("clean", clean), (f"{hook_label(hook)}[{channel}] ablated", ablated),
+                 (f"random {hook_label(control[0][0])}[{control[0][1]}] ablated", random)]
+        fig = make_subplots(1, 3, subplot_titles=[f"{t} (score {float(r.image_scores[0]):.3f})" for t, r in shown])
+        vmax = float(max(r.maps.max() for _, r in shown))
+        for col, (_, r) in enumerate(shown, start=1):
+            fig.add_trace(go.Heatmap(z=r.maps[0].numpy(), zmin=0, zmax=vmax, showscale=col == 3, colorscale="Viridis",
                                      colorbar={"title": "anomaly"}), 1, col)
         fig.update_xaxes(title_text="x (pixel)")
         fig.update_yaxes(title_text="y (pixel, row 0 at the top)", col=1)
         # resolve: row 0 at the top with ticks counted from the top, square pixels, in every format
         direct = " (read directly)" if reader.overlap else ""
-        fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] on image {image_index}, "
-                                f"read at {', '.join(reader.hooks)} (all channels){direct}")
+        fig.update_layout(title=f"{self.category}: zero-ablating {hook}[{channel}] vs a random channel of the same hook "
+                                f"on image {image_index}, read at {', '.join(reader.hooks)} (all channels){direct}")
         return resolve(fig)
 
     def attribution_figure(self, hook: str, channel: int, image_index: int) -> go.Figure:
