@@ -150,7 +150,7 @@ def stability_figure(result: NeuronStability):
     expected = result.meta.get("expected_random_overlap", {})
     if expected:
         fig.add_trace(go.Scatter(x=hooks, y=[expected[h] for h in result.hooks], mode="markers",
-                                 name="random K/d", marker={"symbol": "line-ew-open", "size": 18}), row=1, col=2)
+                                 name="random K/d", marker={"symbol": "circle", "size": 9}), row=1, col=2)  # one shape in every format
     fig.update_layout(title=f"Stability of the selected neurons ({result.meta.get('criterion')}, K={result.meta.get('k')}, "
                             f"{len(result.draws)} support draws)", height=450, width=1100)
     return fig
