@@ -378,7 +378,7 @@ def _diff_cell(d: dict) -> str:
 def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
     """Protocol, paired differences (lake vs each other method), mean over categories (± std over
     seeds), then per category (mean over seeds); percent."""
-    shown = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_aupro")
+    shown = [m for m in METRICS if rows and all(m in r for r in rows)]  # every metric the rows have (results.csv: all)
     lines = [
         f"# Benchmark: {spec.dataset} ({spec.root})",
         "",

@@ -57,6 +57,22 @@ def config_dict(args: argparse.Namespace) -> dict:
     return d
 
 
+def with_default_k(config: dict, model) -> dict:
+    """The LakeConfig overrides with k_neurons filled in where neither --k-neurons nor --config gave it
+    and the paper's 100 does not suit the model (`lake.config.default_k_neurons`), said on stdout."""
+    from lake_interp.lake import LakeConfig
+    from lake_interp.lake.config import default_k_neurons
+
+    if "k_neurons" in config:
+        return config
+    k = default_k_neurons(model.cfg.vision.d_model)
+    if k == LakeConfig().k_neurons:
+        return config
+    print(f"k_neurons {k} (a quarter of the {model.cfg.vision.d_model} channels of {model.cfg.name}; the default "
+          f"{LakeConfig().k_neurons} is for ViT-B/L widths; --k-neurons sets it)")
+    return {**config, "k_neurons": k}
+
+
 def load_model(model: str, pretrained: Optional[str], device: Optional[str], precision: str = "fp32"):
     from lake_interp.model import HookedCLIP
     from lake_interp.model.loading import NONE_TAGS
@@ -108,6 +124,7 @@ def cmd_benchmark(args) -> int:
 
     with output_folder(args.out, "lake-interp benchmark"):  # a second run into --out is refused before any work
         model = load_model(args.model, args.pretrained, args.device, args.precision)
+        spec.config = with_default_k(spec.config, model)
         run_benchmark(model, spec, args.out, progress=not args.no_progress)
     print((Path(args.out) / "summary.md").read_text())
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'summary.md'}")
@@ -128,6 +145,7 @@ def cmd_fit(args) -> int:
     with output_folder(args.out, "lake-interp fit"):
         check_new_detector_folder(args.out)  # again, under the lock
         model = load_model(args.model, args.pretrained, args.device, args.precision)
+        config = LakeConfig.from_dict(with_default_k(config_dict(args), model))
         lake = Lake(model, config, class_name=args.class_name).fit(support)
         lake.save(args.out)
     print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")

@@ -13,6 +13,7 @@ from lake_interp.benchmark import class_name_for
 from lake_interp.data import MVTecAD, make_synthetic_dataset
 from lake_interp.evaluation import evaluate
 from lake_interp.lake import Lake, LakeConfig
+from lake_interp.lake.config import default_k_neurons
 from lake_interp.lake.inputs import resize_map
 from lake_interp.model.hook_sites import parse_hook_name
 from lake_interp.render import overlay, panel
@@ -38,8 +39,7 @@ def _run_demo(model, output, categories, shots, seed, k_neurons, random_weights,
     out = output.root
     root = out / "data"
     synthetic_data(root, list(categories), seed, output=output)
-    width = model.cfg.vision.block.d_model
-    config = LakeConfig(k_neurons=k_neurons or min(100, width // 4))
+    config = LakeConfig(k_neurons=k_neurons or default_k_neurons(model.cfg.vision.d_model))
     output.mkdir("images")
     rows, figures = [], []
     from tqdm.auto import tqdm

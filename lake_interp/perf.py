@@ -268,8 +268,9 @@ def resid_hooks(model, n: int = 4) -> list[str]:
 def lake_config(model, **changes):
     from lake_interp.lake import LakeConfig
 
-    width = model.cfg.vision.block.d_model
-    return LakeConfig(k_neurons=min(100, width // 4), **changes)  # 100 for ViT-B (width 768), 16 for lake-tiny
+    from lake_interp.lake.config import default_k_neurons
+
+    return LakeConfig(k_neurons=default_k_neurons(model.cfg.vision.d_model), **changes)  # 100 for ViT-B, 16 for lake-tiny
 
 
 # ------------------------------------------------------------------------------------ sections

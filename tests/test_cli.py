@@ -102,7 +102,8 @@ def test_fit_in_fp16_scores_in_the_detectors_precision(root, tmp_path, capsys, r
 def test_cli_bad_inputs_are_clear(root, tmp_path, capsys):
     assert main(["fit", "--normal", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), *TINY]) == 2
     assert "nope" in capsys.readouterr().err
-    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--out", str(tmp_path / "d"), *TINY]) == 2
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--out", str(tmp_path / "d"), *TINY,
+                 "--k-neurons", "100"]) == 2
     assert "k_neurons=100 is larger than the width 64" in capsys.readouterr().err
     assert main(["score", "--detector", str(tmp_path), "--images", str(root), "--out", str(tmp_path / "s")]) == 2
     assert "lake.json" in capsys.readouterr().err

@@ -144,6 +144,20 @@ def test_benchmark_runs_every_method_of_the_table(root, tmp_path, dataset):
         assert f"| lake vs {m} | 4 |" in summary
 
 
+def test_benchmark_without_k_neurons_runs_on_a_narrow_model(root, tmp_path, capsys):
+    """The issue's command, without --k-neurons, on lake-tiny (64 channels): K is a quarter of the
+    channels (said on stdout, recorded in run.json), not the paper's 100 that the tower cannot hold."""
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--dataset", "mvtec", "--root", str(root), "--shots", "1", "--seeds", "0",
+                 "--out", str(out), "--no-progress", "--methods", "lake", "knn_all", *TINY]) == 0
+    assert "k_neurons 16 (a quarter of the 64 channels" in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["config"]["k_neurons"] == 16
+    again = tmp_path / "bench_k"
+    assert main(["benchmark", "--dataset", "mvtec", "--root", str(root), "--shots", "1", "--seeds", "0",
+                 "--out", str(again), "--no-progress", "--methods", "lake", "--k-neurons", "8", *TINY]) == 0
+    assert json.loads((again / "run.json").read_text())["config"]["k_neurons"] == 8
+
+
 # --- the paired bootstrap of summary.md -------------------------------------------------------------------
 
 def test_paired_difference_matches_an_independent_bootstrap():

@@ -167,3 +167,9 @@ def _validate(cfg: "LakeConfig") -> None:
 
 # The benchmark's methods (LAKE variants as changes to a base config, and the other detectors)
 # are defined in one table: lake_interp.detectors.methods.METHODS.
+
+
+def default_k_neurons(width: int) -> int:
+    """K when none is given: the paper's 100, or a quarter of the channels for a tower narrower
+    than 400 (e.g. 16 for lake-tiny's 64), so that selection keeps a minority of the channels."""
+    return min(100, max(1, int(width) // 4))
