@@ -157,7 +157,7 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
                 m = METHODS[method]
                 if m.lake_family:
                     lake = m.build(model, base, class_name, seed=seed)
-                    lake.fit_activations(support_acts, text_features=text)
+                    lake.fit_activations(support_acts, text_features=text, support=support)  # images: "attribution"
                     result = lake.score_activations(test_acts)
                     values = metrics(result, labels, masks, spec.resolution)
                 elif method in zero_shot:

@@ -19,7 +19,7 @@ from lake_interp.lake import Lake, LakeConfig
 from lake_interp.metrics import pixel_metrics
 
 TINY = ["--model", "lake-tiny", "--pretrained", "none", "--device", "cpu"]
-ALL = ["lake", "lake_random", "knn_all", "text_dense", "winclip", "winclip_plus", "patchcore"]
+ALL = ["lake", "lake_random", "lake_attr", "knn_all", "text_dense", "winclip", "winclip_plus", "patchcore"]
 
 
 @pytest.fixture(scope="module")

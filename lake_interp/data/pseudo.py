@@ -68,6 +68,10 @@ def pseudo_anomaly(image: Any, kind: str, seed: int = 0, index: int = 0) -> Pseu
     if kind not in KINDS:
         raise ValueError(f"unknown pseudo-anomaly kind {kind!r}; expected one of {KINDS}")
     clean = _as_array(image)
+    h, w = clean.shape[:2]
+    if h != w:  # the defect painters work on square images; the model squashes every image to a square anyway
+        side = max(h, w)
+        clean = np.asarray(Image.fromarray(clean).resize((side, side), Image.BICUBIC)).copy()
     rng = np.random.default_rng([seed, index, KINDS.index(kind)])
     fg = np.ones(clean.shape[:2], bool)
     for _ in range(20):

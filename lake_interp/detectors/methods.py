@@ -118,6 +118,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("lake_random", "control: LAKE with K random channels per hook (seeded) instead of the selected ones",
            "Li et al. (control, not in the paper)", "same pipeline as lake", "random selection", "unit tests",
            lake={"criterion": "random"}),
+    Method("lake_attr", "LAKE with a causal selection: the top-K channels by attribution to the anomaly score of "
+           "pseudo-anomalies made from the support images (stamps, CutPaste patches, colour shifts), training-free",
+           "this package (lake_interp.lake.causal; attribution patching, Nanda 2023; Syed et al. 2023)",
+           "same pipeline as lake", "selection criterion 'attribution' instead of variance",
+           "planted low-variance unit picked where variance does not (tests/test_attribution.py)",
+           lake={"criterion": "attribution"}),
     Method("knn_all", "control: nearest neighbour on all channels of LAKE's hooks, no text branch (no selection)",
            "PatchCore-like memory bank without its features or coreset (control)", "nearest-neighbour patch "
            "distance", "raw tokens at LAKE's hooks, no locally aware features, no coreset, no re-weighting",
