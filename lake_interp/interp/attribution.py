@@ -599,7 +599,7 @@ def pixel_maps(lake, images, units: Sequence[tuple[str, int]], refs_spec=("zero"
     refs = _References(model, grouped, mode, reference, seed)
     read_hooks = _required_hooks(lake)
     n_layers = model.cfg.vision.n_layers
-    explicit = [(f"visual.blocks.{b}.attn.hook_pattern", lambda act, hook: None) for b in range(n_layers)]
+    explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]
     out = {}
     for hook, ch in units:
         parts = []
