@@ -51,4 +51,6 @@ def test_notebook_runs(path, root, tmp_path):
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     if path.stem == "04_paper_figures":
-        assert len(list((tmp_path / "figs").glob("fig*.png"))) == 7
+        from lake_interp.study import FIGURE_NAMES
+
+        assert sorted(p.stem for p in (tmp_path / "figs").glob("fig*.png")) == sorted(FIGURE_NAMES)
