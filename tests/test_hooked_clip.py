@@ -523,3 +523,25 @@ def test_unknown_hook_names_and_wrong_image_sizes_are_named(tiny_model):
     for bad in (images[:, :, : size - 8], images[:, :1], images[0]):
         with pytest.raises(ValueError, match=rf"this model takes \[batch, 3, {size}, {size}\]"):
             tiny_model.encode_image(bad)
+
+
+def test_offline_tag_fails_fast_with_the_clear_error(monkeypatch):
+    """No network and weights not cached: the error comes at once (no download retries, nothing built)
+    and says how to pass a local checkpoint; cached weights or a reachable hub go ahead."""
+    import time
+
+    from lake_interp.model import loading, tokenizer
+
+    built = []
+    monkeypatch.setattr(tokenizer, "_hub_offline", lambda: True)
+    monkeypatch.setattr(loading.open_clip, "create_model_and_transforms",
+                        lambda *a, **k: built.append(1) or (_ for _ in ()).throw(AssertionError("built")))
+    monkeypatch.setattr(loading, "_cached_weights", lambda cfg, cache_dir: False)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"no network.*--pretrained /path/to/checkpoint.*--model lake-tiny --pretrained none"):
+        HookedCLIP.from_pretrained("ViT-B-32", pretrained="openai")
+    assert time.perf_counter() - start < 5 and built == []
+    monkeypatch.setattr(loading, "_cached_weights", lambda cfg, cache_dir: True)  # in the cache: goes on to build
+    with pytest.raises(RuntimeError, match="could not load pretrained weights"):
+        HookedCLIP.from_pretrained("ViT-B-32", pretrained="openai")
+    assert built == [1]

@@ -38,6 +38,8 @@ def load_open_clip(name: str, pretrained: Optional[str], tokenizer=None, **kwarg
         raise FileNotFoundError(f"checkpoint file {pretrained!r} does not exist (--pretrained)")
     if pretrained is not None and not is_path and open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu"):
         kwargs.setdefault("force_quick_gelu", True)  # e.g. the openai weights: trained with QuickGELU
+    if pretrained is not None and not is_path:
+        check_weights_reachable(name, pretrained, kwargs.get("cache_dir"))  # offline: the clear error at once
     built_here = not callable(tokenizer)
     if built_here:
         spec = spec_for_name(name) if tokenizer is None else local_spec(tokenizer, name)
@@ -78,6 +80,41 @@ def check_device(device) -> torch.device:
     return dev
 
 
+def _cached_weights(cfg: dict, cache_dir: Optional[str]) -> bool:
+    """Whether the weights of an open_clip pretrained config are already on disk (so no network is needed)."""
+    import os
+
+    if cfg.get("file"):
+        return Path(cfg["file"]).is_file()
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+        repo, filename = os.path.split(hub)
+        names = [*_get_safe_alternatives(filename or HF_WEIGHTS_NAME), filename or HF_WEIGHTS_NAME]
+        return any(isinstance(try_to_load_from_cache(repo, n, cache_dir=cache_dir), str) for n in names)
+    url = cfg.get("url", "")
+    root = Path(cache_dir or os.path.expanduser("~/.cache/clip"))
+    return bool(url) and (root / os.path.basename(url)).is_file()
+
+
+def check_weights_reachable(name: str, tag: str, cache_dir: Optional[str] = None) -> None:
+    """Refuse at once (a few seconds, no retries) a pretrained tag whose weights are neither in the
+    local cache nor downloadable because the hub does not answer; online, or cached, nothing happens."""
+    from lake_interp.model.tokenizer import _hub_offline
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg or _cached_weights(cfg, cache_dir) or not _hub_offline():
+        return
+    raise _download_error(name, tag, ConnectionError(
+        "no network: the Hugging Face hub does not answer (or HF_HUB_OFFLINE is set) and the weights are not in "
+        "the local cache"))
+
+
 def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
     tags = [t for m, t in open_clip.list_pretrained() if m == name]
     return RuntimeError(
@@ -86,5 +123,6 @@ def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
         f"elsewhere (e.g. open_clip_pytorch_model.bin or .safetensors from the Hugging Face hub) "
         f"and pass its local path: --pretrained /path/to/checkpoint (or "
         f"HookedCLIP.from_pretrained({name!r}, pretrained='/path/to/checkpoint')); for weights trained "
-        f"with QuickGELU (the openai tag) name the '-quickgelu' model, e.g. ViT-B-16-quickgelu."
+        f"with QuickGELU (the openai tag) name the '-quickgelu' model, e.g. ViT-B-16-quickgelu. A smoke test "
+        f"that needs no weights: --model lake-tiny --pretrained none (random weights, meaningless scores)."
     )
