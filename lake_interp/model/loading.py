@@ -108,7 +108,8 @@ def check_weights_reachable(name: str, tag: str, cache_dir: Optional[str] = None
     from lake_interp.model.tokenizer import _hub_offline
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not cfg or _cached_weights(cfg, cache_dir) or not _hub_offline():
+    needs_network = bool(cfg) and not cfg.get("file") and bool(cfg.get("hf_hub") or cfg.get("url"))
+    if not needs_network or _cached_weights(cfg, cache_dir) or not _hub_offline():
         return
     raise _download_error(name, tag, ConnectionError(
         "no network: the Hugging Face hub does not answer (or HF_HUB_OFFLINE is set) and the weights are not in "
