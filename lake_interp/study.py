@@ -420,9 +420,7 @@ def _ablation_maps(lake, support, test, n_examples: int, n_random: int = 5):
         warnings.filterwarnings("ignore", message="the readout")
         effect = ablation_effect(lake, list(lake.neurons), support, test, test.labels, [s.mask for s in test],
                                  n_random=n_random, progress=False)
-        from lake_interp.interp.readout import make_readout
-
-        reader = make_readout(lake, list(lake.neurons), support, "downstream")
+    reader = effect.reader  # fitted once, on the clean support
     anomalous = [i for i, label in enumerate(test.labels) if label == 1][:n_examples]
     samples = [test[i] for i in anomalous]
     clean = reader.detector.score(samples)

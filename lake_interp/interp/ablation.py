@@ -115,6 +115,7 @@ class AblationEffect:
     delta: dict = field(default_factory=dict)
     random_delta: list = field(default_factory=list)
     random_summary: dict = field(default_factory=dict)
+    reader: Any = field(default=None, repr=False)  # the Readout (interp.readout), fitted on the clean model
 
     @property
     def readout(self) -> str:
@@ -142,12 +143,14 @@ def _summary(values: list[float]) -> dict:
     return out
 
 
-def _evaluate(detector, images, support, labels, masks) -> tuple[dict, Any]:
+def _evaluate(detector, images, support, labels, masks, refitted: bool = True) -> tuple[dict, Any]:
     """Score with the detector refitted on the support under whatever hooks are active (a Lake keeps
-    its neurons: `lake_interp.evaluation.refit`), in batches; metrics from the evaluation layer."""
+    its neurons: `lake_interp.evaluation.refit`), in batches; metrics from the evaluation layer.
+    refitted=False: the detector as fitted (the clean run of a readout fitted on the clean model)."""
     from lake_interp.evaluation import metrics, refit, score_batches
 
-    result = score_batches(refit(detector, support), images, getattr(getattr(detector, "config", None), "batch_size", 16))
+    scorer = refit(detector, support) if refitted else detector
+    result = score_batches(scorer, images, getattr(getattr(detector, "config", None), "batch_size", 16))
     values = metrics(result, labels, masks) if labels is not None else {}
     anomalous = labels == 1 if labels is not None else np.ones(len(result.image_scores), bool)
     values["mean_score_anomalous"] = float(result.image_scores.numpy()[anomalous].mean())
@@ -204,7 +207,8 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
     from tqdm.auto import tqdm
 
     bar = tqdm(total=2 + n_random, desc="ablation_effect", unit="run", disable=not progress)
-    clean, clean_r = _evaluate(reader.detector, images, support, labels, masks)
+    # a "downstream" / "all_channels" readout is fitted on the clean support already: scored as it is
+    clean, clean_r = _evaluate(reader.detector, images, support, labels, masks, refitted=reader.name == "detector")
     bar.update(1)
     with ablate(model, units, mode, reference, seed):
         ablated, ablated_r = _evaluate(reader.detector, images, support, labels, masks)
@@ -230,7 +234,7 @@ def ablation_effect(detector, neurons: Neurons, support: Any, images: Any, label
         random_scores=[r.image_scores.numpy() for r in random_rs],
         map_change=change(ablated_r), random_map_change=[change(r) for r in random_rs],
         meta=meta, ablated_units=units, random_units=random_units, delta=delta, random_delta=random_delta,
-        random_summary={k: _summary([d[k] for d in random_delta]) for k in clean},
+        random_summary={k: _summary([d[k] for d in random_delta]) for k in clean}, reader=reader,
     )
 
 
@@ -249,7 +253,7 @@ def single_neuron_sweep(lake, neurons: Neurons, support: Any, images: Any, label
     pairs = check_pairs(lake.model, neurons)
     reader = make_readout(lake, pairs, support, readout)
     reference = support if mode != "zero" else None
-    clean, _ = _evaluate(reader.detector, images, support, labels, None)
+    clean, _ = _evaluate(reader.detector, images, support, labels, None, refitted=reader.name == "detector")
     rows = []
     from tqdm.auto import tqdm
 

@@ -135,10 +135,7 @@ def _make_reader(detector, grouped, support, readout) -> _Reader:
 
         with warnings.catch_warnings():  # the direct reads are recorded per unit instead
             warnings.simplefilter("ignore")
-            r = make_readout(detector, [(h, int(i)) for h, idx in grouped.items() for i in idx[:1].tolist()],
-                             support, readout)
-            if readout == "all_channels":  # every hook of the units, not only the first channel's
-                r = make_readout(detector, [(h, 0) for h in grouped], support, readout)
+            r = make_readout(detector, [(h, int(idx[0])) for h, idx in grouped.items()], support, readout)
         return _Reader(readout, r.detector, r.description, _read_channels(r.detector))
     lake = detector if readout in ("detector", None) else readout
     if not isinstance(lake, Lake):
@@ -601,11 +598,11 @@ def pixel_maps(lake, images, units: Sequence[tuple[str, int]], refs_spec=("zero"
     n_layers = model.cfg.vision.n_layers
     explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]
     out = {}
+    batches = [to_batch(chunk, model).to(model.device) for chunk in iter_batches(images, batch_size)]  # once
     for hook, ch in units:
         parts = []
         col = grouped[hook].tolist().index(int(ch))
-        for chunk in iter_batches(images, batch_size):
-            batch = to_batch(chunk, model).to(model.device)
+        for batch in batches:
             read = {}
 
             def inject(act, hook, c=int(ch), h=hook):
@@ -697,8 +694,7 @@ def attribution_figure(result: Attribution, n: int = 20, image: Optional[int] = 
 
     rows = result.top(n, image, by)
     blocks = sorted({r["block"] for r in rows})
-    palette = ["#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880", "#FF97FF",
-               "#FECB52"]
+    from lake_interp.figure_spec import PALETTE as palette
     fig = go.Figure()
     for b in blocks:
         sel = [r for r in rows if r["block"] == b]
@@ -715,7 +711,7 @@ def attribution_figure(result: Attribution, n: int = 20, image: Optional[int] = 
 
 
 def attribution_map_figure(result: Attribution, unit: tuple[str, int], image: int = 0, images=None, model=None,
-                           kind: Optional[str] = None, alpha: float = 0.5):
+                           kind: Optional[str] = None):
     """A unit's attribution over the image: its per-pixel map (target "map") or its patch map, beside
     the input image when `images` and `model` are given. Diverging colours centred on 0."""
     import plotly.graph_objects as go
@@ -749,9 +745,11 @@ def comparison_figure(comparison: dict):
     """Attribution vs measured ablation effect of the compared units, with the Spearman correlation."""
     import plotly.graph_objects as go
 
+    from lake_interp.figure_spec import DEFAULT_COLOR
+
     rows = comparison["rows"]
     fig = go.Figure(go.Scatter(x=[r["attribution"] for r in rows], y=[r["measured"] for r in rows], mode="markers",
-                               text=[r["label"] for r in rows], marker={"color": "#636efa"}, name="unit",
+                               text=[r["label"] for r in rows], marker={"color": DEFAULT_COLOR}, name="unit",
                                showlegend=False))
     fig.update_layout(title=f"Attribution vs measured ablation, top {comparison['n']} units: Spearman "
                             f"{comparison['spearman']:.3f} (readout {comparison['readout']}, {comparison['mode']})",

@@ -92,10 +92,10 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
     images or paths), carried through the later blocks (forward-mode AD, one pass per channel)."""
     import torch.autograd.forward_ad as fwAD
 
-    from lake_interp.lake.inputs import to_batch
+    from lake_interp.lake.inputs import iter_batches, to_batch
 
     neuron_direction(model, hook, channels[0])  # the same checks (site, tower) as the direct path
-    batch = reference if isinstance(reference, torch.Tensor) and reference.ndim == 4 else to_batch(reference, model)
+    batch = to_batch(reference, model)
     n_layers = model.cfg.vision.n_layers
     final = hook_name("visual", n_layers - 1, "hook_resid_post")
     # the explicit attention path (forward AD has no rule for the fused kernel)
@@ -113,9 +113,9 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
             seen["tangent"] = fwAD.unpack_dual(act).tangent
 
         total = 0
-        for start in range(0, batch.shape[0], chunk):
+        for part in iter_batches(batch, chunk):
             with torch.no_grad(), fwAD.dual_level():
-                model.run_with_hooks(batch[start : start + chunk], fwd_hooks=[(hook, inject), (final, read), *explicit])
+                model.run_with_hooks(part, fwd_hooks=[(hook, inject), (final, read), *explicit])
             total = total + seen["tangent"][:, 1:].float().sum(dim=(0, 1))
         out.append(total / (batch.shape[0] * model.cfg.vision.grid_size**2))
     return torch.stack(out)
@@ -168,14 +168,6 @@ def neuron_words(model, neurons: Neurons, vocabulary: Sequence[str] = VOCABULARY
         by_hook = {h: carried_directions(model, h, idx.tolist(), reference) for h, idx in grouped.items()}
         dirs = torch.cat([by_hook[h] for h in grouped]).to(model.device)
     joint = joint_direction(model, dirs.float()).float()
-    n_ref = 0 if reference is None or path == "direct" else int(_count(reference))
+    n_ref = 0 if path == "direct" else int(reference.shape[0])
     return NeuronWords(list(vocabulary), pairs, (F.normalize(joint, dim=-1) @ text.T).cpu(), path, n_ref)
 
-
-def _count(reference) -> int:
-    if isinstance(reference, torch.Tensor):
-        return reference.shape[0] if reference.ndim == 4 else 1
-    try:
-        return len(reference)
-    except TypeError:
-        return 1
