@@ -1,4 +1,5 @@
-"""The `lake-interp` command line: hooks, benchmark, fit, score, demo."""
+"""The `lake-interp` command line: hooks, fit, score, demo, figures, bench; benchmark and merge
+(`commands/benchmark.py`), export (`commands/export.py`)."""
 
 from __future__ import annotations
 
@@ -112,25 +113,6 @@ def cmd_hooks(args) -> int:
     return 0
 
 
-def cmd_benchmark(args) -> int:
-    from lake_interp.benchmark import BenchmarkSpec, run_benchmark
-
-    spec = BenchmarkSpec(
-        dataset=args.dataset, root=str(args.root), model=args.model, pretrained=args.pretrained,
-        categories=args.categories, shots=args.shots, seeds=args.seeds, methods=args.methods,
-        config=config_dict(args), resolution=args.resolution,
-    )
-    from lake_interp.outputs import output_folder
-
-    with output_folder(args.out, "lake-interp benchmark"):  # a second run into --out is refused before any work
-        model = load_model(args.model, args.pretrained, args.device, args.precision)
-        spec.config = with_default_k(spec.config, model)
-        run_benchmark(model, spec, args.out, progress=not args.no_progress)
-    print((Path(args.out) / "summary.md").read_text())
-    print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'summary.md'}")
-    return 0
-
-
 def cmd_fit(args) -> int:
     from lake_interp.data import FolderDataset
     from lake_interp.lake import Lake, LakeConfig
@@ -203,8 +185,6 @@ def cmd_figures(args) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from lake_interp.detectors.methods import METHODS, default_methods
-
     parser = argparse.ArgumentParser(prog="lake-interp", description="LAKE anomaly-sensitive neurons in CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -213,21 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", help="only hook names starting with this prefix (e.g. visual.blocks.3.)")
     p.set_defaults(func=cmd_hooks)
 
-    p = sub.add_parser("benchmark", help="every method, shot and seed on a dataset: CSV + markdown table")
-    p.add_argument("--dataset", required=True, choices=["mvtec", "visa", "btad", "mvtec_loco", "folder"])
-    p.add_argument("--root", required=True, type=Path, help="dataset root folder")
-    p.add_argument("--categories", nargs="+", help="default: every category under --root")
-    p.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=default_methods(), choices=list(METHODS), metavar="METHOD",
-                   help="methods of the method table (lake_interp/detectors/methods.py): "
-                        + ", ".join(METHODS) + " (default: every one available: " + " ".join(default_methods()) + ")")
-    p.add_argument("--resolution", type=int, help="evaluation resolution (default: the model input size)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (an interrupted run resumes here)")
-    p.add_argument("--no-progress", action="store_true")
-    add_model_args(p)
-    add_config_args(p)
-    p.set_defaults(func=cmd_benchmark)
+    from lake_interp.commands import benchmark as benchmark_command
+    from lake_interp.commands import export as export_command
+
+    benchmark_command.add_parsers(sub)  # benchmark, merge
+    export_command.add_parsers(sub)  # export
 
     p = sub.add_parser("fit", help="fit LAKE on a folder of normal images and save the detector")
     p.add_argument("--normal", required=True, type=Path, help="folder of normal images")

@@ -359,11 +359,11 @@ class WinCLIP:
         for block in v.blocks:
             x = block(x)
         if v.cfg.final_ln_after_pool:
-            pooled = v.ln_post(x[:, 0] if v.cfg.pool_type == "tok" else x[:, 1:].mean(dim=1))
+            pooled = v.ln_post(x[:, 0] if v.cfg.pool_type == "tok" else x[:, v.cfg.n_prefix:].mean(dim=1))
         else:
             x = v.ln_post(x)
-            pooled = x[:, 0] if v.cfg.pool_type == "tok" else x[:, 1:].mean(dim=1)
-        return v.hook_image_embed(v.hook_pooled(pooled) @ v.proj), x[:, 1:]
+            pooled = x[:, 0] if v.cfg.pool_type == "tok" else x[:, v.cfg.n_prefix:].mean(dim=1)
+        return v.hook_image_embed(v.hook_pooled(pooled) @ v.proj), x[:, v.cfg.n_prefix:]
 
     # ----------------------------------------------------------------------------------- scoring
     def score(self, images: Any) -> DetectionResult:

@@ -493,8 +493,8 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
             support_store = _run(model, to_batch(support, model).to(device), grouped,
                                  [h for h in lake.hooks] if lake.uses_visual else [])
             forwards += 1
-        acts = {h: a[:, 1:] for h, a in store["read"].items()}
-        s_acts = {h: a[:, 1:] for h, a in support_store["read"].items()} if support_store else None
+        acts = {h: model.patch_tokens(a) for h, a in store["read"].items()}
+        s_acts = {h: model.patch_tokens(a) for h, a in support_store["read"].items()} if support_store else None
         with torch.enable_grad():
             maps, scores = lake_maps(lake, acts, s_acts)
             masks = masks_all[start : start + b].to(device) if masks_all is not None else None
@@ -617,7 +617,7 @@ def pixel_maps(lake, images, units: Sequence[tuple[str, int]], refs_spec=("zero"
             with torch.no_grad(), fwAD.dual_level():
                 with model.hooks(fwd_hooks=[(hook, inject), *[(h, keep) for h in read_hooks], *explicit]):
                     model.encode_image(batch)
-                maps, _ = lake_maps(lake, {h: a[:, 1:] for h, a in read.items()})
+                maps, _ = lake_maps(lake, {h: model.patch_tokens(a) for h, a in read.items()})
                 tangent = fwAD.unpack_dual(maps).tangent
             parts.append(torch.zeros_like(maps) if tangent is None else tangent.float().cpu())
         out[(hook, int(ch))] = torch.cat(parts).numpy()

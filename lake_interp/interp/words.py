@@ -116,7 +116,7 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
         for part in iter_batches(batch, chunk):
             with torch.no_grad(), fwAD.dual_level():
                 model.run_with_hooks(part, fwd_hooks=[(hook, inject), (final, read), *explicit])
-            total = total + seen["tangent"][:, 1:].float().sum(dim=(0, 1))
+            total = total + model.patch_tokens(seen["tangent"]).float().sum(dim=(0, 1))
         out.append(total / (batch.shape[0] * model.cfg.vision.grid_size**2))
     return torch.stack(out)
 

@@ -92,7 +92,7 @@ class Lake:
 
     def _batch_activations(self, chunk: Any, hooks: list[str]) -> dict[str, torch.Tensor]:
         _, cache = self.model.run_with_cache(to_batch(chunk, self.model), names_filter=hooks)
-        return {h: cache[h][:, 1:] for h in hooks}
+        return {h: self.model.patch_tokens(cache[h]) for h in hooks}
 
     # ----------------------------------------------------------------- fit
     def fit(self, support: Any, neurons: Optional[NeuronSet] = None,

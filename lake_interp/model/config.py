@@ -63,6 +63,9 @@ class VisionConfig(_TransformerLensView):
     ln_pre: bool = True  # False for open_clip `no_ln_pre`
     pool_type: Literal["tok", "avg"] = "tok"
     final_ln_after_pool: bool = False
+    # tokens before the patches (open_clip: the class token; timm towers may add register tokens or
+    # have no class token): every tool skips `n_prefix` positions to reach the patch grid
+    n_prefix: int = 1
 
     @property
     def grid_size(self) -> int:
@@ -70,8 +73,8 @@ class VisionConfig(_TransformerLensView):
 
     @property
     def n_ctx(self) -> int:
-        """Tokens: the class token, then grid_size ** 2 patches."""
-        return self.grid_size**2 + 1
+        """Tokens: `n_prefix` prefix tokens (the class token), then grid_size ** 2 patches."""
+        return self.grid_size**2 + self.n_prefix
 
     @property
     def d_vocab(self) -> int:

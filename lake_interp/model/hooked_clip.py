@@ -56,7 +56,7 @@ from lake_interp.model.preprocess import SquashPreprocess
 from lake_interp.model.config import HookedCLIPConfig
 from lake_interp.model.convert import config_from_open_clip, match_dtypes, state_dict_from_open_clip
 from lake_interp.model.tokenizer import resolve_tokenizer
-from lake_interp.model.tokens import patch_grid
+from lake_interp.model.tokens import patch_grid, patch_tokens
 
 RANDOM_WEIGHTS_WARNING = (
     "HookedCLIP {name!r} has RANDOM WEIGHTS (pretrained=None): every score and map it produces "
@@ -184,10 +184,21 @@ class HookedCLIP(HookedRootModule):
         return self.visual.project_tokens(resid)
 
     def encode_image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Every final token in the joint space: [batch, 1 + grid**2, embed_dim] (position 0: class)."""
+        """Every final token in the joint space: [batch, n_prefix + grid**2, embed_dim] (prefix first)."""
         return self.project_visual_tokens(self.visual.residual(images))
 
-    patch_grid = staticmethod(patch_grid)
+    @property
+    def n_prefix(self) -> int:
+        """Vision tokens before the patches (1: the class token; timm towers: class and/or registers)."""
+        return self.cfg.vision.n_prefix
+
+    def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[batch, n_prefix + grid**2, ...] vision tokens (any hook) -> [batch, grid**2, ...]: the patches."""
+        return patch_tokens(tokens, self.n_prefix)
+
+    def patch_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[batch, n_prefix + g*g, d] or [batch, g*g, d] -> [batch, g, g, d], row-major."""
+        return patch_grid(tokens, self.n_prefix if tokens.shape[1] == self.cfg.vision.n_ctx else None)
 
     def hook_names(self, prefix: str = "") -> list[str]:
         """All hook point names in forward order (optionally only those starting with prefix)."""

@@ -79,4 +79,4 @@ class VisionTower(TowerWeights, nn.Module):
         return self.ln_post.normalize_unhooked(resid) @ self.proj
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0] if self.cfg.pool_type == "tok" else x[:, 1:].mean(dim=1)
+        return x[:, 0] if self.cfg.pool_type == "tok" else x[:, self.cfg.n_prefix:].mean(dim=1)
