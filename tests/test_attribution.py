@@ -128,6 +128,19 @@ def test_region_mean_mode_and_refit_bank_equal_finite_differences(tiny_model, da
         assert r.mean[r.units.index(u)] == pytest.approx(fd, rel=0.05, abs=1e-5)
 
 
+def test_refit_bank_over_several_batches_forwards_the_support_once(tiny_model, data):
+    """bank="refit" with one image per batch: the same attribution as one batch holding every image
+    (the support's graph serves every batch), and the support counted as one forward pass."""
+    support, anomalous, _ = data
+    lake = Lake(tiny_model, LakeConfig(k_neurons=8), class_name="disc").fit(support)
+    images = [s.image for s in anomalous[:3]]
+    one = attribute(lake, images, "score", UNITS, support=support, bank="refit", n_maps=0)
+    per_image = attribute(lake, images, "score", UNITS, support=support, bank="refit", n_maps=0, batch_size=1)
+    np.testing.assert_allclose(per_image.values, one.values, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(per_image.mean, one.mean, rtol=1e-4, atol=1e-7)
+    assert per_image.meta["cost"]["forward_passes"] == 3 + 1 and one.meta["cost"]["forward_passes"] == 1 + 1
+
+
 def test_planted_unit_ranks_first_for_anomalous_region_not_for_normal(planted_model, data):
     """Magenta defects, planted channel 7 (the same value at every block: no block writes it), read
     downstream (final block, all channels). Target: the mean map over the defect mask -> a planted

@@ -253,10 +253,20 @@ class _References:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if mode != "zero" and reference is None:
             raise ValueError(f"mode={mode!r} needs reference images (e.g. the support set) or their activations")
-        self.mode, self.grouped = mode, grouped
+        self.mode, self.grouped, self.seed = mode, grouped, seed
         self.refs = reference_values(model, reference, grouped) if mode != "zero" else {}
         self.means = {h: r.float().mean(dim=0) for h, r in self.refs.items()} if mode == "mean" else {}
         self.generator = torch.Generator().manual_seed(seed)
+
+    def restarted(self, grouped) -> "_References":
+        """The same reference values (no forward pass) for a subset `grouped` of the units, with the
+        random draws restarted from the seed (as a new `_References` would draw them)."""
+        new = object.__new__(_References)
+        new.mode, new.grouped, new.seed = self.mode, grouped, self.seed
+        new.refs = {h: self.refs[h][..., _positions(self.grouped[h], grouped[h])] for h in grouped if h in self.refs}
+        new.means = {h: self.means[h][..., _positions(self.grouped[h], grouped[h])] for h in grouped if h in self.means}
+        new.generator = torch.Generator().manual_seed(self.seed)
+        return new
 
     def moved(self, hook: str, act: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """act - reference on the hook's units (`columns`: act's unit columns)."""
@@ -272,6 +282,12 @@ class _References:
         pool = self.refs[hook]
         pick = torch.randint(len(pool), act.shape[:-1], generator=self.generator)
         return pool[pick].to(act)
+
+
+def _positions(idx: torch.Tensor, subset: torch.Tensor) -> list[int]:
+    """Where each channel of `subset` sits in `idx`."""
+    where = {int(c): k for k, c in enumerate(idx.tolist())}
+    return [where[int(c)] for c in subset.tolist()]
 
 
 def _columns(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -483,16 +499,16 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
     forwards = backwards = 0
     start = 0
     device = model.device
+    support_store = None
+    if bank == "refit":  # one support forward; its graph is kept (retain_graph) for every test batch
+        support_store = _run(model, to_batch(support, model).to(device), grouped,
+                             [h for h in lake.hooks] if lake.uses_visual else [])
+        forwards += 1
     for chunk in iter_batches(images, bs):
         batch = to_batch(chunk, model).to(device)
         b = batch.shape[0]
         store = _run(model, batch, grouped, read_hooks)
         forwards += 1
-        support_store = None
-        if bank == "refit":
-            support_store = _run(model, to_batch(support, model).to(device), grouped,
-                                 [h for h in lake.hooks] if lake.uses_visual else [])
-            forwards += 1
         acts = {h: model.patch_tokens(a) for h, a in store["read"].items()}
         s_acts = {h: model.patch_tokens(a) for h, a in support_store["read"].items()} if support_store else None
         with torch.enable_grad():
@@ -501,7 +517,8 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
             t = _target(target, maps, scores, masks)
             leaves = [store["leaves"][h] for h in grouped]
             s_leaves = [support_store["leaves"][h] for h in grouped] if support_store else []
-            grads = torch.autograd.grad((t.sum() / n_total), leaves + s_leaves, allow_unused=True)
+            grads = torch.autograd.grad((t.sum() / n_total), leaves + s_leaves, allow_unused=True,
+                                        retain_graph=support_store is not None)
         backwards += 1
         per_unit = []
         batch_tokens = []
@@ -544,11 +561,12 @@ def attribute(detector, images: Any, target: str = "score", units: Union[Neurons
             tokens = torch.cat(token_parts)  # [N, T, U or len(chosen)]
             cols = [unit_list.index(u) for u in chosen] if single_batch else list(range(len(chosen)))
             for u, col in zip(chosen, cols):
-                result.patch_maps[u] = tokens[:, 1:, col].reshape(-1, g, g).numpy()
-                result.class_token_part[u] = tokens[:, 0, col].numpy()
+                result.patch_maps[u] = model.patch_tokens(tokens)[..., col].reshape(-1, g, g).numpy()
+                result.class_token_part[u] = tokens[:, : model.n_prefix, col].sum(dim=1).numpy()  # prefix tokens
     if target == "map":
         map_list = chosen
-        result.pixel_maps = pixel_maps(lake, images, map_list, refs_spec=(mode, reference, seed), batch_size=bs)
+        result.pixel_maps = pixel_maps(lake, images, map_list, refs=refs.restarted(check_neurons(model, map_list)),
+                                       batch_size=bs)
         forwards += len(map_list) * math.ceil(n_total / bs)
     result.meta = {
         "target": target, "target_description": _describe_target(target, region, lake),
@@ -584,16 +602,17 @@ def _reference_label(mode, reference) -> str:
 
 # ------------------------------------------------------------------------------------ per-pixel maps
 def pixel_maps(lake, images, units: Sequence[tuple[str, int]], refs_spec=("zero", None, 0),
-               batch_size: int = 16) -> dict:
+               batch_size: int = 16, refs: Optional[_References] = None) -> dict:
     """Per unit [N, S, S]: the first-order change of the fused map (clean minus replaced), a
     forward-mode Jacobian-vector product along (activation - reference) at every position of the
     unit (one forward pass per unit and batch; the bank is held fixed)."""
     import torch.autograd.forward_ad as fwAD
 
     model = lake.model
-    mode, reference, seed = refs_spec
     grouped = check_neurons(model, units)
-    refs = _References(model, grouped, mode, reference, seed)
+    if refs is None:  # `attribute` passes the reference values it already computed
+        mode, reference, seed = refs_spec
+        refs = _References(model, grouped, mode, reference, seed)
     read_hooks = _required_hooks(lake)
     n_layers = model.cfg.vision.n_layers
     explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]

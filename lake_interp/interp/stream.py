@@ -51,7 +51,7 @@ def stream_activations(model, images: Any, grouped: dict[str, torch.Tensor], bat
     for chunk in iter_batches(images, batch_size):
         batch = to_batch(chunk, model)
         _, cache = model.run_with_cache(batch, names_filter=hooks)
-        acts = torch.cat([cache[h][:, 1:, idx.to(batch.device)] for h, idx in grouped.items()], dim=-1)
+        acts = torch.cat([model.patch_tokens(cache[h])[..., idx.to(batch.device)] for h, idx in grouped.items()], dim=-1)
         items = None if isinstance(chunk, torch.Tensor) else chunk
         yield Chunk(start, items, batch, acts.float().cpu())
         start += batch.shape[0]

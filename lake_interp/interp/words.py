@@ -106,7 +106,7 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
 
         def inject(act, hook, c=int(channel)):
             tangent = torch.zeros_like(act)
-            tangent[:, 1:, c] = 1.0  # every patch token; the class token is not a patch
+            tangent[:, model.n_prefix:, c] = 1.0  # every patch token; prefix tokens (class, registers) are not patches
             return fwAD.make_dual(act, tangent)
 
         def read(act, hook):

@@ -16,7 +16,7 @@ real anomaly, no learned weights; deterministic for `LakeConfig.seed` (the pseud
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,11 @@ def _model_size_mask(mask: np.ndarray, size: int) -> np.ndarray:
         t.shape[-2] != size else np.asarray(mask, bool)
 
 
-def attribution_criterion_scores(lake, support: Any, kinds: Sequence[str] = KINDS, per_image: int = 1) -> dict:
-    """hook -> [d] scores (higher: raises the pseudo-defects' anomaly score more) for every hook of `lake`."""
+def attribution_criterion_scores(lake, support: Any, kinds: Sequence[str] = KINDS, per_image: int = 1,
+                                 acts: Optional[dict] = None) -> dict:
+    """hook -> [d] scores (higher: raises the pseudo-defects' anomaly score more) for every hook of `lake`.
+    acts: the support's patch activations at `lake.hooks` (hook -> [N, P, d]) where the caller has them
+    (`Lake.fit`): they fit the reader and give the mean reference, so the support is not forwarded again."""
     from lake_interp.interp.attribution import attribute
     from lake_interp.lake.detector import Lake
 
@@ -45,11 +48,13 @@ def attribution_criterion_scores(lake, support: Any, kinds: Sequence[str] = KIND
                          "(PIL, paths or Samples), not a tensor batch")
     model = lake.model
     pseudo = pseudo_anomalies(support, kinds, per_image, seed=lake.config.seed)
+    if acts is None:
+        acts = lake.patch_activations(support, list(lake.hooks))  # one forward of the support for both uses
     reader = Lake(model, lake.config.replace(criterion="all", text_weight=0.0, standardize=False),
-                  lake.class_name).fit(support)
+                  lake.class_name).fit_activations(acts)
     units = [(h, c) for h in lake.hooks for c in range(channel_width(model, h))]
     masks = [_model_size_mask(p.mask, model.image_size) for p in pseudo]
-    r = attribute(lake, [p.image for p in pseudo], "region", units, region=masks, mode="mean", reference=support,
+    r = attribute(lake, [p.image for p in pseudo], "region", units, region=masks, mode="mean", reference=acts,
                   readout=reader, bank="fixed", n_maps=0, batch_size=lake.config.batch_size)
     by_unit = dict(zip(r.units, r.mean))
     return {h: torch.tensor([by_unit[(h, c)] for c in range(channel_width(model, h))], dtype=torch.float32)
