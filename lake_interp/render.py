@@ -27,6 +27,28 @@ def overlay(image: Image.Image, m: np.ndarray, alpha: float = 0.5, vmin=None, vm
     return Image.blend(image.convert("RGB"), heat, alpha)
 
 
+CONTOUR_RGB = (255, 255, 255)  # white: never produced by blending an image with the colour map (which has no white)
+
+
+def contour(mask: np.ndarray) -> np.ndarray:
+    """The inner boundary of a bool mask [H, W]: mask pixels with a 4-neighbour outside the mask
+    (or on the image border)."""
+    m = np.asarray(mask, dtype=bool)
+    p = np.pad(m, 1, constant_values=False)
+    inner = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return m & ~inner
+
+
+def contour_overlay(image: Image.Image, m: np.ndarray, mask: np.ndarray, alpha: float = 0.5, vmin=None,
+                    vmax=None) -> Image.Image:
+    """`overlay` of the map with the contour of `mask` (same size) drawn in CONTOUR_RGB."""
+    out = np.array(overlay(image, m, alpha, vmin, vmax))
+    if np.asarray(mask).shape != out.shape[:2]:
+        raise ValueError(f"mask of shape {np.asarray(mask).shape} for an image of size {image.size}")
+    out[contour(mask)] = CONTOUR_RGB
+    return Image.fromarray(out)
+
+
 def panel(image: Image.Image, mask: np.ndarray | None, heat: Image.Image, height: int = 256) -> Image.Image:
     """image | ground-truth mask (black where none) | heat, side by side, scaled to `height` pixels."""
     w, h = image.size

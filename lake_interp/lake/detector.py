@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from lake_interp.lake.inputs import image_sources, is_single_image, iter_batches
 from lake_interp.lake.neurons import NeuronSet, criterion_scores
 from lake_interp.lake.semantic import anomaly_probability, text_features
 from lake_interp.lake.sites import hook_names
+from lake_interp.lake.threshold import DEFAULT_QUANTILE, NO_THRESHOLD, Prediction, Threshold, from_validation, predict_from
 from lake_interp.model.hook_sites import channel_width
 from lake_interp.model.tokens import patch_grid
 
@@ -67,6 +68,7 @@ class Lake:
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # hook -> (mean, std) [K]
         self.text_features: Optional[torch.Tensor] = None  # [2, embed_dim]
         self.support_sources: Optional[list] = None  # the support's image files (None: in memory), saved with it
+        self.threshold: Optional[Threshold] = None  # decision thresholds (calibrate / calibrate_support), saved with it
 
     # ----------------------------------------------------------------- branches in use
     @property
@@ -127,7 +129,7 @@ class Lake:
                                      "images: fit with lake.fit(support) or pass support= to fit_activations")
                 from lake_interp.lake.causal import attribution_criterion_scores
 
-                self.neurons = NeuronSet.from_scores(attribution_criterion_scores(self, support), cfg.k_neurons,
+                self.neurons = NeuronSet.from_scores(attribution_criterion_scores(self, support, acts=acts), cfg.k_neurons,
                                                      "attribution")
             else:
                 generator = torch.Generator().manual_seed(cfg.seed)
@@ -218,6 +220,76 @@ class Lake:
         self.stats = {h: (m.to(device), s.to(device)) for h, (m, s) in self.stats.items()}
         if self.text_features is not None:
             self.text_features = self.text_features.to(device)
+
+    # ----------------------------------------------------------------- thresholds and prediction
+    def calibrate(self, validation: Any, labels: Optional[Sequence[int]] = None, masks: Optional[Sequence[Any]] = None,
+                  quantile: float = DEFAULT_QUANTILE) -> "Lake":
+        """Choose and store the decision thresholds on validation images (never the test split):
+        F1-optimal where they hold normal and anomalous images (pixels: where masks are known),
+        else the `quantile` of the normal images' scores (`lake_interp.lake.threshold`). Samples
+        (a dataset split) bring their labels and masks; other images are normal unless `labels`."""
+        items = list(validation) if not isinstance(validation, torch.Tensor) and not is_single_image(validation) \
+            else validation
+        if labels is None and isinstance(items, list) and items and all(hasattr(s, "label") for s in items):
+            labels = [int(s.label) for s in items]
+            masks = [getattr(s, "mask", None) for s in items] if masks is None else masks
+        r = self.score(items)
+        size = r.maps.shape[-1]
+        if masks is not None:
+            from lake_interp.lake.inputs import resize_mask
+
+            masks = [None if m is None else resize_mask(m, size) for m in masks]
+        self.threshold = from_validation(r.image_scores.numpy(), r.maps.numpy(), labels, masks, quantile)
+        return self
+
+    def calibrate_support(self, support: Any, quantile: float = DEFAULT_QUANTILE) -> "Lake":
+        """Choose and store the thresholds on the support itself, leave one out: each of the k >= 2
+        support images is scored against a bank built from the other k - 1 (same neurons and text
+        features; a bank holding the image itself would give it distance 0), and the `quantile` of
+        those k scores (of their map maxima for pixels) is taken. Pass the images `fit` was given."""
+        if self.uses_visual and self.neurons is None:
+            raise RuntimeError("calibrate_support needs a fitted lake: call lake.fit(support) first")
+        items = support if isinstance(support, torch.Tensor) else ([support] if is_single_image(support) else list(support))
+        n = len(items)
+        if n < 2:
+            raise ValueError(f"leave-one-out thresholds need at least 2 support images, got {n}: give validation "
+                             "images (lake.calibrate(images); CLI: --validation DIR) or a threshold (CLI: --threshold)")
+        acts = self.patch_activations(items, self.required_hooks)
+        scores, maps = [], []
+        for i in range(n):
+            rest = [j for j in range(n) if j != i]
+            held_out = Lake(self.model, self.config, self.class_name)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="k_neurons=1 with cosine distance")
+                held_out.fit_activations({h: acts[h][rest] for h in self.hooks} if self.uses_visual else {},
+                                         text_features=self.text_features, neurons=self.neurons)
+            r = held_out.score_activations({h: acts[h][[i]] for h in self.required_hooks})
+            scores.append(r.image_scores)
+            maps.append(r.maps)
+        t = from_validation(torch.cat(scores).numpy(), torch.cat(maps).numpy(), None, None, quantile,
+                            "support_leave_one_out_quantile")
+        t.details["rule"] = "leave-one-out on the support: " + t.details["rule"]
+        self.threshold = t
+        return self
+
+    def predict(self, images: Any, threshold: Optional[float] = None, pixel_threshold: Optional[float] = None) -> Prediction:
+        """Score images and decide: per image its score, label (score >= image threshold), map and
+        mask (map >= pixel threshold), at the model input size (`Prediction.full_size` and
+        `Prediction.overlay` give them at an image's own size). Thresholds: the stored ones
+        (`calibrate`, `calibrate_support`, `lake-interp fit`), or `threshold` (and
+        `pixel_threshold`, default the image threshold) given here."""
+        return predict_from(self.score(images), self.decision_threshold(threshold, pixel_threshold))
+
+    def decision_threshold(self, threshold: Optional[float] = None, pixel_threshold: Optional[float] = None) -> Threshold:
+        """The thresholds predict uses: given ones override the stored ones; none at all is an error."""
+        if threshold is not None:
+            return Threshold.given(threshold, pixel_threshold)
+        if self.threshold is None:
+            raise ValueError(f"this detector {NO_THRESHOLD}")
+        if pixel_threshold is not None:
+            return Threshold(self.threshold.image, pixel_threshold, self.threshold.method,
+                             {**self.threshold.details, "pixel": "given"})
+        return self.threshold
 
     # ----------------------------------------------------------------- persistence
     def save(self, path) -> None:

@@ -118,6 +118,8 @@ def _save_lake(lake, output) -> None:
         "versions": versions(),
         "hook_semantics": HOOK_SEMANTICS,
         "tensors": tensor_record,  # ties lake.json to its tensor file: checked on load
+        # decision thresholds (lake_interp.lake.threshold, versioned); null: none chosen (predict needs one given)
+        "threshold": lake.threshold.to_dict() if lake.threshold is not None else None,
     }
     output.write_text("lake.json", json.dumps(meta, indent=1))
 
@@ -266,4 +268,14 @@ def load_lake(path, model):
     lake.stats = {h: (tensors[f"mean/{h}"], tensors[f"std/{h}"]) for h in lake.banks}
     lake.text_features = tensors.get("text_features")
     lake.support_sources = meta.get("support")
+    lake.threshold = read_threshold(meta, meta_path)
     return lake
+
+
+def read_threshold(meta: dict, meta_path):
+    """The detector's stored Threshold, or None (saved before detectors stored one, or fitted
+    without one: `predict` then asks for one); a damaged record is an error naming the field."""
+    from lake_interp.lake.threshold import Threshold
+
+    raw = meta.get("threshold")
+    return None if raw is None else Threshold.from_dict(raw, f"{meta_path}: field 'threshold'")
