@@ -17,8 +17,9 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, distance: str = 
     if distance == "cosine":
         q, bank = F.normalize(q, dim=-1), F.normalize(bank, dim=-1)
     out = []
-    for start in range(0, q.shape[0], chunk):  # bounds memory at chunk x M
-        part = q[start : start + chunk]
+    traced = torch.jit.is_tracing()  # ONNX export (lake.onnx_export): one block, or the graph would fix the batch
+    for start in (0,) if traced else range(0, q.shape[0], chunk):  # bounds memory at chunk x M
+        part = q if traced else q[start : start + chunk]
         if distance == "cosine":
             out.append(1.0 - (part @ bank.T).amax(dim=-1))
         else:

@@ -17,6 +17,7 @@ class LayerNorm(nn.Module):
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
+        self.normalized_shape = (d_model,)  # a constant, not read off the input (ONNX export traces it)
         self.weight = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model))
         self.hook_scale = HookPoint()  # [..., 1]: sqrt(var + eps) of each vector
@@ -45,7 +46,7 @@ class LayerNorm(nn.Module):
         compute = torch.promote_types(dtype, torch.float32)  # fp32 for fp16/bf16, float64 stays float64
         inner = hooked and (has_hooks(self.hook_scale) or has_hooks(self.hook_normalized))
         if not inner:  # same function, one fused kernel, when scale and normalized are not looked at
-            out = F.layer_norm(x.to(compute), x.shape[-1:], self.weight.to(compute), self.bias.to(compute), self.eps).to(dtype)
+            out = F.layer_norm(x.to(compute), self.normalized_shape, self.weight.to(compute), self.bias.to(compute), self.eps).to(dtype)
             return self.hook_out(out) if hooked else out
         x = x.to(compute)
         x = x - x.mean(-1, keepdim=True)

@@ -1,5 +1,7 @@
 """The vision tower: open_clip's `VisionTransformer` (no attentional pooling)."""
 
+from typing import Optional
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -56,8 +58,9 @@ class VisionTower(TowerWeights, nn.Module):
             pooled = self._pool(self.ln_post(x))
         return self.hook_image_embed(self.hook_pooled(pooled) @ self.proj)
 
-    def residual(self, images: torch.Tensor) -> torch.Tensor:
-        """The residual stream after the last block: [batch, 1 + grid**2, d_model]."""
+    def residual(self, images: torch.Tensor, stop_at_layer: Optional[int] = None) -> torch.Tensor:
+        """The residual stream after the last block: [batch, 1 + grid**2, d_model]. `stop_at_layer`
+        (TransformerLens's): run only blocks[:stop_at_layer] (and fire only their hooks)."""
         size = self.cfg.image_size
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
             raise ValueError(f"images of shape {tuple(images.shape)}; this model takes [batch, 3, {size}, {size}] "
@@ -67,7 +70,7 @@ class VisionTower(TowerWeights, nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(self.hook_embed(x))
-        for block in self.blocks:
+        for block in self.blocks[:stop_at_layer]:
             x = block(x)
         return x
 
