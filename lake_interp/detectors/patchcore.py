@@ -46,11 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from lake_interp.detectors.protocol import DetectionResult
-from lake_interp.lake.fusion import gaussian_blur
-from lake_interp.lake.inputs import image_sources, is_single_image, to_batch
+from lake_interp.lake.fusion import gaussian_blur, upsample
+from lake_interp.lake.inputs import image_sources, is_single_image, iter_batches, to_batch
 from lake_interp.lake.sites import BLOCK_SITES, resolve_layer
 from lake_interp.model.hook_sites import block_hook_names
-from lake_interp.model.tokens import patch_grid
 
 FORMAT = "lake_interp.patchcore/1"
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -296,12 +295,11 @@ def k_center_greedy(embedding: torch.Tensor, ratio: float, seed: int = 0, *, eps
 def anomaly_map(patch_scores: torch.Tensor, size: int, sigma: float = 4.0, mode: str = "nearest") -> torch.Tensor:
     """[B, g, g] patch scores -> [B, size, size]: upsampled (nearest: anomalib's AnomalyMapGenerator),
     then a Gaussian blur (kernel 2 * int(4 sigma + 0.5) + 1, reflect padding, as anomalib's)."""
-    x = patch_scores[:, None].float()
     if mode == "nearest":
-        x = F.interpolate(x, size=(size, size), mode="nearest")
+        x = F.interpolate(patch_scores[:, None].float(), size=(size, size), mode="nearest")[:, 0]
     else:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return gaussian_blur(x[:, 0], sigma)
+        x = upsample(patch_scores, size)
+    return gaussian_blur(x, sigma)
 
 
 # --------------------------------------------------------------------------- the detector
@@ -334,17 +332,18 @@ class PatchCore:
     def embed(self, images: Any) -> torch.Tensor:
         """Images -> locally aware patch features [B, g, g, D] (float32, on the model's device)."""
         cfg = self.config
-        batch = to_batch(images, self.model)
         out = []
-        for start in range(0, batch.shape[0], cfg.batch_size):
-            _, cache = self.model.run_with_cache(batch[start : start + cfg.batch_size], names_filter=self.hooks)
+        for chunk in iter_batches(images, cfg.batch_size):
+            _, cache = self.model.run_with_cache(to_batch(chunk, self.model), names_filter=self.hooks)
             grids = []
             for h in self.hooks:
                 tokens = cache[h]
                 if cfg.final_norm:
                     tokens = self.model.visual.ln_post.normalize_unhooked(tokens)
-                grids.append(locally_aware(patch_grid(tokens.float()), cfg.neighborhood))
+                grids.append(locally_aware(self.model.patch_grid(tokens.float()), cfg.neighborhood))
             out.append(combine_layers(grids, cfg.embed_dim))
+        if not out:
+            raise ValueError("no images given")
         return torch.cat(out)
 
     # ----------------------------------------------------------------- fit

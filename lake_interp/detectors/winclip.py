@@ -67,7 +67,8 @@ import torch
 import torch.nn.functional as F
 
 from lake_interp.detectors.protocol import DetectionResult
-from lake_interp.lake.inputs import is_single_image, to_batch
+from lake_interp.lake.fusion import upsample
+from lake_interp.lake.inputs import is_single_image, iter_batches, to_batch
 
 # anomalib 2.x `models/image/winclip/prompting.py`, verbatim (order and duplicate included).
 ANOMALIB_NORMAL_STATES = (
@@ -323,8 +324,9 @@ class WinCLIP:
     @torch.no_grad()
     def embed(self, images: Any) -> WinCLIPEmbeddings:
         """Whole-image, window and patch embeddings of `images`, in batches of `config.batch_size`."""
-        batch = to_batch(images, self.model)
-        parts = [self._embed_batch(chunk) for chunk in batch.split(self.config.batch_size)]
+        parts = [self._embed_batch(to_batch(chunk, self.model)) for chunk in iter_batches(images, self.config.batch_size)]
+        if not parts:
+            raise ValueError("no images given")
         return WinCLIPEmbeddings(
             image=torch.cat([p.image for p in parts]),
             windows=[torch.cat([p.windows[i] for p in parts]) for i in range(len(self._windows))],
@@ -371,9 +373,8 @@ class WinCLIP:
         if self.text_embeddings is None or (self.k_shot and self.reference is None):
             raise RuntimeError(f"{self.method} is not fitted: call fit("
                                f"{'None' if not self.k_shot else f'{self.k_shot} normal images'}) first")
-        batch = to_batch(images, self.model)
         return DetectionResult.concat([self.score_embeddings(self.embed(chunk))
-                                       for chunk in batch.split(self.config.batch_size)])
+                                       for chunk in iter_batches(images, self.config.batch_size)])
 
     @torch.no_grad()
     def score_embeddings(self, emb: WinCLIPEmbeddings) -> DetectionResult:
@@ -400,14 +401,10 @@ class WinCLIP:
             image_scores = (cls_score + few_max) / 2
             parts.update(few_shot_grid=few_shot, few_shot_max=few_max)
         size = self.model.image_size
-
-        def up(m: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(m.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
-
-        maps = up(grid_map).cpu()
-        parts["zero_shot_map"] = up(zero_shot)
+        maps = upsample(grid_map, size).cpu()  # bilinear, align_corners=False (anomalib's)
+        parts["zero_shot_map"] = upsample(zero_shot, size)
         if self.k_shot:
-            parts["few_shot_map"] = up(parts["few_shot_grid"])
+            parts["few_shot_map"] = upsample(parts["few_shot_grid"], size)
         parts = {k: v.float().cpu() for k, v in parts.items()}
         parts["raw_maps"] = maps
         return DetectionResult(image_scores.float().cpu(), maps, parts)
