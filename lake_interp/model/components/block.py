@@ -36,9 +36,10 @@ class TransformerBlock(nn.Module):
         self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]: what the MLP adds to the stream
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, **attn_kwargs) -> torch.Tensor:
+        """attn_kwargs go to the attention (rotary towers: `rope`)."""
         resid_pre = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.ls1(self.attn(self.ln1(resid_pre), attn_mask)))
+        attn_out = self.hook_attn_out(self.ls1(self.attn(self.ln1(resid_pre), attn_mask, **attn_kwargs)))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.ls2(self.mlp(self.ln2(resid_mid))))
         return self.hook_resid_post(resid_mid + mlp_out)
