@@ -60,17 +60,16 @@ def config_dict(args: argparse.Namespace) -> dict:
 
 def with_default_k(config: dict, model) -> dict:
     """The LakeConfig overrides with k_neurons filled in where neither --k-neurons nor --config gave it
-    and the paper's 100 does not suit the model (`lake.config.default_k_neurons`), said on stdout."""
-    from lake_interp.lake import LakeConfig
-    from lake_interp.lake.config import default_k_neurons
+    and the paper's 100 does not suit the model's hooks (`lake.config.default_k_for`, the rule of
+    `LakeConfig.for_model`), said on stdout."""
+    from lake_interp.lake.config import default_k_for
 
-    if "k_neurons" in config:
+    if config.get("k_neurons") is not None:
         return config
-    k = default_k_neurons(model.cfg.vision.d_model)
-    if k == LakeConfig().k_neurons:
+    k, note = default_k_for(model, config.get("sites"), config.get("layers"))
+    if note is None:
         return config
-    print(f"k_neurons {k} (a quarter of the {model.cfg.vision.d_model} channels of {model.cfg.name}; the default "
-          f"{LakeConfig().k_neurons} is for ViT-B/L widths; --k-neurons sets it)")
+    print(note)
     return {**config, "k_neurons": k}
 
 
@@ -94,6 +93,55 @@ def _fail(message: str) -> int:
     return 2
 
 
+# ------------------------------------------------------------------------------------ cheap checks
+# Everything that can be checked without the model is checked before it loads (seconds to minutes).
+GENERIC_FOLDERS = {"good", "train", "training", "normal", "normals", "ok", "nominal", "img", "imgs", "image", "images",
+                   "support", "validation", "valid", "val", "test", "data", "samples"}
+
+
+def derive_class_name(folder: Path) -> str:
+    """The prompt class name from a folder of normal images: its name, or, where that is generic
+    (good, train, images, ...), the nearest parent's that is not (bottle/train/good -> "bottle");
+    underscores become spaces (`benchmark.class_name_for`). A ValueError asks for --class-name."""
+    from lake_interp.benchmark import class_name_for
+
+    for part in reversed(Path(folder).resolve().parts[1:]):
+        if part.lower() not in GENERIC_FOLDERS and not part.startswith("."):
+            return class_name_for(part)
+    raise ValueError(f"cannot derive a class name from {folder}: pass --class-name (the object's name in the prompts)")
+
+
+def check_out_folder(out: Path, what: str = "--out") -> None:
+    """An output folder that can be one: not a file, no other run holding its lock (OutputError)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: choose another {what}")
+
+
+def check_benchmark_args(args) -> dict:
+    """The cheap checks of `lake-interp benchmark`, before the model loads: --out, the LakeConfig
+    options (returned, as `config_dict`), --root and every category of --categories, shots and seeds."""
+    from lake_interp.data import DATASETS
+    from lake_interp.data.io import require_dir
+
+    check_out_folder(args.out)
+    config = config_dict(args)
+    root = require_dir(Path(args.root), f"the {args.dataset} categories (--root)")
+    cls = DATASETS[args.dataset]
+    if args.dataset != "folder":
+        for category in args.categories or []:
+            cls.category_dir(root, category)
+        if not args.categories and not cls.categories(root):
+            raise ValueError(f"--root {root} holds no {args.dataset} category folders (each with "
+                             f"{' or '.join(cls.category_markers)}/): one folder too deep or too high?")
+    for name in ("shots", "seeds"):
+        values = getattr(args, name)
+        low = 0 if name == "seeds" else 1
+        if not values or any(v < low for v in values):
+            raise ValueError(f"--{name} {values}: expected {'integers >= 0' if low == 0 else 'positive integers'}")
+    return config
+
+
 # ------------------------------------------------------------------------------------ commands
 def cmd_hooks(args) -> int:
     """Print every hook point with the shape it has for one image and one prompt."""
@@ -113,46 +161,101 @@ def cmd_hooks(args) -> int:
     return 0
 
 
+def validation_set(folder: Path):
+    """`fit --validation DIR`: a split folder (good/, optionally anomaly/ and mask/: labelled), or a
+    folder of images, all normal (e.g. MVTec LOCO's validation/good)."""
+    from lake_interp.data import FolderDataset
+    from lake_interp.data.io import list_images, require_dir, subdirs
+
+    folder = require_dir(Path(folder), "validation images: good/ (and anomaly/, mask/), or normal images (--validation)")
+    if subdirs(folder) and not list_images(folder):
+        return FolderDataset.from_split_dir(folder, split="validation")
+    return FolderDataset(normal_dir=folder, split="validation")
+
+
 def cmd_fit(args) -> int:
     from lake_interp.data import FolderDataset
     from lake_interp.lake import Lake, LakeConfig
     from lake_interp.lake.persist import check_new_detector_folder
+    from lake_interp.lake.threshold import check_quantile
 
+    if args.k is not None:
+        return _fail(f"fit --k was renamed --shots (the number of normal images drawn with --seed): use --shots {args.k}; "
+                     "the number of neurons per hook is --k-neurons")
+    # every input checked before the model loads
     check_new_detector_folder(args.out)
-    config = LakeConfig.from_dict(config_dict(args))  # every input checked before the model loads
+    config = LakeConfig.from_dict(config_dict(args))
+    check_quantile(args.threshold_quantile)
     normal = FolderDataset(normal_dir=args.normal)
-    support = normal.few_shot(args.k, args.seed) if args.k is not None else list(normal)
+    if args.shots is not None and args.shots < 1:
+        return _fail(f"--shots {args.shots}: expected a positive number of support images")
+    validation = validation_set(args.validation) if args.validation is not None else None
+    if validation is not None:
+        shared = sorted({str(p) for p in normal.paths} & {str(p) for p in validation.paths})
+        if shared:
+            return _fail(f"--validation {args.validation} holds support images of --normal ({', '.join(shared[:3])}"
+                         f"{' ...' if len(shared) > 3 else ''}): a threshold chosen on the support's own images is "
+                         "meaningless (distance 0); give images the detector is not fitted on")
+    class_name = args.class_name
+    if class_name is None:
+        class_name = derive_class_name(args.normal)
+        print(f"class name {class_name!r} (from the folder name of {args.normal}; --class-name sets it)")
+    support_idx = normal.few_shot_indices(args.shots, args.seed) if args.shots is not None else range(len(normal))
     from lake_interp.outputs import output_folder
 
     with output_folder(args.out, "lake-interp fit"):
         check_new_detector_folder(args.out)  # again, under the lock
         model = load_model(args.model, args.pretrained, args.device, args.precision)
         config = LakeConfig.from_dict(with_default_k(config_dict(args), model))
-        lake = Lake(model, config, class_name=args.class_name).fit(support)
+        support = [normal[i] for i in support_idx]
+        lake = Lake(model, config, class_name=class_name).fit(support)
+        q = args.threshold_quantile
+        if validation is not None:
+            lake.calibrate(validation, quantile=q)
+        elif len(support) >= 2:
+            lake.calibrate_support(support, quantile=q)
+        else:
+            print("no decision threshold stored: leave-one-out needs at least 2 support images; pass --validation DIR, "
+                  "or score with --threshold T")
         lake.save(args.out)
-    print(f"fitted on {len(support)} normal images of {args.normal}; detector saved to {args.out}")
+    t = lake.threshold
+    said = "" if t is None else (f"; thresholds image {t.image:.6g}, pixel {t.pixel:.6g} ({t.method}: "
+                                 f"{t.details.get('rule', '')})")
+    print(f"fitted on {len(support)} normal images of {args.normal}{said}; detector saved to {args.out}")
     return 0
 
 
 def cmd_score(args) -> int:
-    from lake_interp.data.io import list_images, require_dir
+    from lake_interp.data.folder import image_files
     from lake_interp.lake import Lake
-    from lake_interp.lake.persist import read_meta
+    from lake_interp.lake.persist import read_meta, read_threshold
+    from lake_interp.lake.threshold import NO_THRESHOLD, Threshold
     from lake_interp.scoring import check_new_score_folder, score_files
 
-    saved = read_meta(args.detector)["model"]  # every input checked before the model loads
+    # every input checked before the model loads
+    meta = read_meta(args.detector)
+    saved = meta["model"]
+    if args.threshold is None and read_threshold(meta, Path(args.detector) / "lake.json") is None:
+        return _fail(f"{args.detector} {NO_THRESHOLD}")
+    if args.threshold is not None:
+        Threshold.given(args.threshold, args.pixel_threshold)  # finite numbers
     check_new_score_folder(args.out)
-    paths = list_images(require_dir(Path(args.images), "images to score"))
+    paths = image_files(args.images, args.recursive, exclude=args.out)
     if not paths:
-        return _fail(f"no images in {args.images}")
+        sub = "" if args.recursive else " (images in sub-folders: --recursive)"
+        return _fail(f"no images in {args.images}{sub}")
+    root = Path(args.images) if Path(args.images).is_dir() else None
     from lake_interp.outputs import output_folder
 
     with output_folder(args.out, "lake-interp score"):
         model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device,
                            args.precision or saved.get("dtype", "fp32"))
         lake = Lake.load(args.detector, model)
-        rows = score_files(lake, paths, args.out)
-    print(f"scored {len(rows)} images; wrote {Path(args.out) / 'scores.csv'} and overlays in {Path(args.out) / 'maps'}")
+        rows = score_files(lake, paths, args.out, root=root, threshold=args.threshold,
+                           pixel_threshold=args.pixel_threshold)
+    n_anomalous = sum(r["label"] for r in rows)
+    print(f"scored {len(rows)} images ({n_anomalous} anomalous); wrote {Path(args.out) / 'scores.csv'}, masks in "
+          f"{Path(args.out) / 'masks'} and overlays in {Path(args.out) / 'maps'}")
     return 0
 
 
@@ -161,7 +264,11 @@ def cmd_demo(args) -> int:
 
     from lake_interp.outputs import output_folder
 
-    with output_folder(args.out, "lake-interp demo"):
+    from lake_interp.demo import check_demo_folder
+
+    check_out_folder(args.out)
+    with output_folder(args.out, "lake-interp demo") as output:
+        check_demo_folder(output, args.categories, args.shots, args.seed)  # before the model loads
         model = load_model(args.model, args.pretrained, args.device, args.precision)
         report = run_demo(model, args.out, categories=args.categories, shots=args.shots, seed=args.seed,
                           k_neurons=args.k_neurons, random_weights=model.random_weights, progress=not args.no_progress)
@@ -173,6 +280,8 @@ def cmd_figures(args) -> int:
     from lake_interp.study import StudyConfig, run_study
 
     cfg = StudyConfig.from_json(args.config)
+    check_study_inputs(cfg)
+    check_out_folder(args.out)
     from lake_interp.outputs import output_folder
 
     with output_folder(args.out, "lake-interp figures"):
@@ -181,6 +290,22 @@ def cmd_figures(args) -> int:
         made = run_study(model, cfg, args.out, command=command, progress=not args.no_progress)
     print(f"wrote {len(made)} figures to {args.out}: " + ", ".join(m["name"] for m in made))
     return 0
+
+
+def check_study_inputs(cfg) -> None:
+    """What of a study config can be checked without the model: its LakeConfig fields and the
+    dataset root (the rest, `study.check_study`, builds detectors on the model)."""
+    from lake_interp.data.io import require_dir
+    from lake_interp.lake import LakeConfig
+
+    if not isinstance(cfg.lake, dict):
+        raise ValueError(f"study config field 'lake': expected a JSON object of fields, got {cfg.lake!r}")
+    try:
+        LakeConfig.from_dict(cfg.lake)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"study config field 'lake': {e}") from e
+    if cfg.dataset != "synthetic" and cfg.root:
+        require_dir(Path(cfg.root), f"the {cfg.dataset} categories (study config field 'root')")
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -199,19 +324,36 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark_command.add_parsers(sub)  # benchmark, merge
     export_command.add_parsers(sub)  # export
 
-    p = sub.add_parser("fit", help="fit LAKE on a folder of normal images and save the detector")
+    p = sub.add_parser("fit", help="fit LAKE on a folder of normal images, choose its thresholds, save the detector")
     p.add_argument("--normal", required=True, type=Path, help="folder of normal images")
-    p.add_argument("--class-name", default="object", help="object name used in the text prompts")
-    p.add_argument("--k", type=int, help="use k images drawn with --seed (default: all images)")
+    p.add_argument("--class-name", default=None,
+                   help="object name used in the text prompts (default: from the folder name, e.g. bottle/train/good "
+                        "-> bottle; said on stdout)")
+    p.add_argument("--shots", type=int, help="use this many normal images, drawn with --seed (default: all images)")
+    p.add_argument("--k", type=int, help=argparse.SUPPRESS)  # renamed --shots: refused with the hint (and so never
+    # taken by argparse as an abbreviation of --k-neurons)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation", type=Path,
+                   help="images to choose the decision thresholds on (never the support): a folder with good/ "
+                        "(and anomaly/, mask/): F1-optimal; or a folder of normal images (e.g. MVTec LOCO "
+                        "validation/good): --threshold-quantile of their scores. Default: leave-one-out on the support")
+    p.add_argument("--threshold-quantile", type=float, default=1.0,
+                   help="quantile of normal scores for the threshold where no anomalous validation image is given "
+                        "(default 1.0: the highest normal score)")
     p.add_argument("--out", required=True, type=Path, help="detector folder to write")
     add_model_args(p)
     add_config_args(p)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("score", help="score a folder with a saved detector: overlays + scores.csv")
+    p = sub.add_parser("score", help="decide on images with a saved detector: scores.csv (score, label), masks, "
+                                     "overlays with the mask contour")
     p.add_argument("--detector", required=True, type=Path, help="folder written by `lake-interp fit`")
-    p.add_argument("--images", required=True, type=Path, help="folder of images to score")
+    p.add_argument("--images", required=True, type=Path, help="an image file or a folder of images to score")
+    p.add_argument("--recursive", action="store_true", help="also the images in sub-folders of --images")
+    p.add_argument("--threshold", type=float,
+                   help="image threshold (score >= it: anomalous) instead of the detector's stored one")
+    p.add_argument("--pixel-threshold", type=float,
+                   help="pixel threshold of the masks (default: the detector's, or --threshold where that is given)")
     p.add_argument("--out", required=True, type=Path)
     add_model_args(p, default_model=None, default_pretrained=None, default_precision=None)  # default: the detector's
     p.set_defaults(func=cmd_score)

@@ -13,7 +13,6 @@ from lake_interp.benchmark import class_name_for
 from lake_interp.data import MVTecAD, make_synthetic_dataset
 from lake_interp.evaluation import evaluate
 from lake_interp.lake import Lake, LakeConfig
-from lake_interp.lake.config import default_k_neurons
 from lake_interp.lake.inputs import resize_map
 from lake_interp.model.hook_sites import parse_hook_name
 from lake_interp.render import overlay, panel
@@ -35,11 +34,40 @@ def run_demo(model, out_dir, categories: Sequence[str] = ("disc", "grid"), shots
         return _run_demo(model, output, list(categories), shots, seed, k_neurons, random_weights, progress)
 
 
+def check_demo_folder(output, categories: Sequence[str], shots: int, seed: int) -> None:
+    """The demo's checks that need no model (`lake-interp demo` runs them before loading it): the
+    category names, shots and seed, the report files, and that `<out>/data` is the demo's own."""
+    from lake_interp.data.synthetic import CATEGORIES
+    from lake_interp.outputs import safe_name
+
+    for category in categories:
+        safe_name(category, "category")
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"--categories: unknown synthetic categories {unknown}; expected some of {list(CATEGORIES)}")
+    import inspect
+
+    n_train = inspect.signature(make_synthetic_dataset).parameters["n_train"].default
+    if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= n_train:
+        raise ValueError(f"--shots {shots!r}: expected a number of support images from 1 to {n_train} (the normal "
+                         "training images the demo generates per category)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed {seed!r}: expected an integer >= 0")
+    output.claim(["report.md", "report.html"])
+    root = output.root / "data"
+    if root.exists():
+        try:
+            json.loads((root / "demo_data.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{root} exists and was not written by this demo (no readable demo_data.json): "
+                             f"use another --out, or delete {root} yourself") from e
+
+
 def _run_demo(model, output, categories, shots, seed, k_neurons, random_weights, progress) -> Path:
     out = output.root
     root = out / "data"
     synthetic_data(root, list(categories), seed, output=output)
-    config = LakeConfig(k_neurons=k_neurons or default_k_neurons(model.cfg.vision.d_model))
+    config = LakeConfig.for_model(model, k_neurons=k_neurons)  # the default K rule, said where it is not 100
     output.mkdir("images")
     rows, figures = [], []
     from tqdm.auto import tqdm

@@ -70,7 +70,7 @@ def test_benchmark_writes_tables_and_resumes(root, tmp_path, capsys, monkeypatch
 def test_fit_then_score_writes_overlays_at_original_size(root, tmp_path):
     det, scored = tmp_path / "det", tmp_path / "scored"
     normal = root / "disc" / "train" / "good"
-    assert main(["fit", "--normal", str(normal), "--class-name", "disc", "--out", str(det), "--k-neurons", "8", "--k", "2", *TINY]) == 0
+    assert main(["fit", "--normal", str(normal), "--class-name", "disc", "--out", str(det), "--k-neurons", "8", "--shots", "2", *TINY]) == 0
     meta = json.loads((det / "lake.json").read_text())
     assert meta["class_name"] == "disc" and meta["config"]["k_neurons"] == 8
     images = tmp_path / "to_score"

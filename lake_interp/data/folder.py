@@ -16,10 +16,11 @@ unknown layout, never silently skipped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lake_interp.data.base import AnomalyDataset
-from lake_interp.data.io import layout_error, list_images, require_dir, subdirs
+from lake_interp.data.io import is_image, layout_error, list_images, require_dir, subdirs
 from lake_interp.data.mvtec import masks_by_stem
 from lake_interp.data.sample import NORMAL, DatasetError, Entry
 
@@ -63,10 +64,10 @@ class FolderDataset(AnomalyDataset):
         super().__init__(entries, category=category, split=split, source=Path(normal_dir or anomalous_dir))
 
     @classmethod
-    def from_layout(cls, root: PathLike, category: str | None = None, split: str = "test") -> "FolderDataset":
-        """Load `<root>/<category>/<split>/{good,anomaly,mask}` (see the module docstring)."""
-        base = cls.category_dir(root, category) if category else require_dir(Path(root), "split folders")
-        split_dir = require_dir(base / split, "good/ (normal images), optionally anomaly/ and mask/")
+    def from_split_dir(cls, split_dir: PathLike, category: str = "folder", split: str | None = None) -> "FolderDataset":
+        """One split folder: `good/` (normal), optionally `anomaly/` and `mask/` (or BMAD's
+        good/img, Ungood/img, Ungood/label); any other sub-folder is an unknown layout."""
+        split_dir = require_dir(Path(split_dir), "good/ (normal images), optionally anomaly/ and mask/")
         if any(d.name not in LAYOUT_FOLDERS for d in subdirs(split_dir)):
             raise layout_error(split_dir, f"only {LAYOUT}", "folder ")
 
@@ -78,4 +79,35 @@ class FolderDataset(AnomalyDataset):
         masks = first("mask", "anomaly/label", "Ungood/label")
         if normal is None and anomalous is None:
             raise layout_error(split_dir, LAYOUT, "folder ")
-        return cls(normal, anomalous, masks if anomalous else None, category=category or base.name, split=split)
+        return cls(normal, anomalous, masks if anomalous else None, category=category, split=split)
+
+    @classmethod
+    def from_layout(cls, root: PathLike, category: str | None = None, split: str = "test") -> "FolderDataset":
+        """Load `<root>/<category>/<split>/{good,anomaly,mask}` (see the module docstring)."""
+        base = cls.category_dir(root, category) if category else require_dir(Path(root), "split folders")
+        return cls.from_split_dir(base / split, category=category or base.name, split=split)
+
+
+def image_files(path: PathLike, recursive: bool = False, exclude: PathLike | None = None) -> list[Path]:
+    """The images to score: `path` itself when it is an image file, else the image files in the
+    folder `path` (with `recursive`, in its sub-folders too; hidden files and folders skipped,
+    symbolic links to folders not followed), sorted; anything under `exclude` (the output folder,
+    when it lies inside `path`) is left out. Errors name `path`."""
+    path = Path(path)
+    if path.is_file():
+        if not is_image(path):
+            raise DatasetError(f"{path} is not an image file (expected one of .png .jpg .jpeg .bmp .tif .tiff) "
+                               "or a folder of images")
+        return [path]
+    folder = require_dir(path, "images (or pass an image file)")
+    if not recursive:
+        found = list_images(folder)
+    else:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [p for p in (Path(dirpath) / f for f in filenames) if is_image(p)]
+    if exclude is not None and Path(exclude).exists():
+        skip = Path(os.path.realpath(exclude))
+        found = [p for p in found if skip not in Path(os.path.realpath(p)).parents]
+    return sorted(found)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 # WinCLIP's compositional prompt ensemble (Jeong et al., CVPR 2023): state words x templates.
 NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect", "{} without damage")
@@ -84,6 +84,18 @@ class LakeConfig:
         if callable(self.criterion):
             d["criterion"] = f"custom:{getattr(self.criterion, '__qualname__', repr(self.criterion))}"
         return d
+
+    @classmethod
+    def for_model(cls, model, verbose: bool = True, **changes) -> "LakeConfig":
+        """LakeConfig(**changes) with k_neurons, where not given (or None), by the default rule for
+        this model's hooks (`default_k_for`: the paper's 100, or a quarter of the channels of a hook
+        narrower than 400), printing what it chose where that is not 100 (`verbose`)."""
+        if changes.get("k_neurons") is None:
+            k, note = default_k_for(model, changes.get("sites"), changes.get("layers"))
+            if note and verbose:
+                print(note)
+            changes = {**changes, "k_neurons": k}
+        return cls.from_dict(changes)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LakeConfig":
@@ -169,7 +181,31 @@ def _validate(cfg: "LakeConfig") -> None:
 # are defined in one table: lake_interp.detectors.methods.METHODS.
 
 
+PAPER_K = 100  # the paper's K (LakeConfig.k_neurons' default)
+
+
 def default_k_neurons(width: int) -> int:
-    """K when none is given: the paper's 100, or a quarter of the channels for a tower narrower
+    """K when none is given: the paper's 100, or a quarter of the channels for a hook narrower
     than 400 (e.g. 16 for lake-tiny's 64), so that selection keeps a minority of the channels."""
-    return min(100, max(1, int(width) // 4))
+    return min(PAPER_K, max(1, int(width) // 4))
+
+
+def default_k_for(model, sites: Optional[Sequence[str]] = None,
+                  layers: Optional[Sequence[Layer]] = None) -> tuple[int, Optional[str]]:
+    """(K by the default rule for the narrowest hook these sites and layers read, a note saying what
+    was done where that is not the paper's 100, else None). The one rule of `LakeConfig.for_model`,
+    `lake-interp fit`, `benchmark`, `demo` (`cli.with_default_k`), the notebooks and study configs."""
+    from lake_interp.lake.sites import hook_names
+    from lake_interp.model.hook_sites import channel_width
+
+    sites = LakeConfig.sites if sites is None else sites  # None: LakeConfig's defaults
+    layers = LakeConfig.layers if layers is None else layers
+    hooks = hook_names(tuple(sites), tuple(layers), model.cfg.vision.n_layers)
+    widths = {h: channel_width(model, h) for h in hooks}
+    hook = min(widths, key=widths.get)
+    k = default_k_neurons(widths[hook])
+    if k == PAPER_K:
+        return k, None
+    return k, (f"k_neurons {k} (a quarter of the {widths[hook]} channels of {hook} of {model.cfg.name}; the paper's "
+               f"{PAPER_K} is for hooks of at least {4 * PAPER_K} channels, as in ViT-B/L; --k-neurons or "
+               f"LakeConfig(k_neurons=...) sets it)")
