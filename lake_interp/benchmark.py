@@ -1,13 +1,17 @@
 """The benchmark harness: every method, shot and seed on every category, side by side.
 
-Methods come from the method table (`lake_interp.detectors.methods.METHODS`). The LAKE family
-(lake, lake_random, knn_all, text_dense) shares one forward pass per test image per category
-(activations of every hook any of them needs are cached once), one per support set, and text
-embeddings once per category; every other detector is fitted and scored through the detector
-protocol (`fit(support)`, `score(images)`, streamed in batches by `lake_interp.evaluation`), and a
-zero-shot one once per category. Metrics come from `lake_interp.evaluation`. Finished categories
-are written to `<out>/categories/<category>.csv` (with the per-image scores in
-`<out>/scores/<category>.csv`) and skipped when the same run is resumed.
+Methods come from the method table (`lake_interp.detectors.methods.METHODS`). The unit of work is a
+cell (dataset, category, shots, seed; `lake_interp.shards`): all methods of a cell share its
+forward passes. Per category, the test split goes through the vision tower once for the LAKE family
+(lake, lake_random, lake_attr, knn_all, text_dense: activations of every hook any of them needs are
+cached once, text embeddings once) and once per embedding kind for PatchCore and WinCLIP(+)
+(`embed` once, every fit scored with `score_embedding(s)`); each support set once per cell; any
+other detector is fitted and scored through the detector protocol (`lake_interp.evaluation`), a
+zero-shot one once per category. Each finished cell lands as `<out>/cells/<cell>.json` and is
+skipped when the same run is resumed; `results.csv`, `summary.md`, `categories/<category>.csv` and
+the per-image `scores/<category>.csv` are built from the cells. With `shard=(i, n)` the run computes
+the cells of shard i only, into `<out>/shards/<i>-of-<n>/`; `lake_interp.merge` builds the tables
+from the shard folders.
 """
 
 from __future__ import annotations
@@ -59,11 +63,18 @@ def class_name_for(category: str) -> str:
     return "product" if category.isdigit() else category.replace("_", " ")
 
 
-def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) -> list[dict]:
-    """Run (or resume) the benchmark; returns every row and writes results.csv and summary.md."""
+def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True,
+                  shard: Optional[tuple[int, int]] = None) -> list[dict]:
+    """Run (or resume) the benchmark; returns every row and writes results.csv and summary.md.
+    shard=(i, n): only the cells of shard i of n (`lake_interp.shards.shard_cells`), into
+    `<out_dir>/shards/<i>-of-<n>/` (no results.csv or summary.md: `lake-interp merge` builds them);
+    returns the rows of those cells."""
     from lake_interp.data import DATASETS
+    from lake_interp.shards import shard_cells, shard_folder
 
-    out = Path(out_dir)
+    if shard is not None:
+        shard_cells([], *shard)  # a bad shard fails here
+    out = Path(out_dir) if shard is None else shard_folder(out_dir, *shard)
     base = LakeConfig.from_dict(spec.config)
     check_methods(spec.methods, "methods (--methods)")  # unknown, repeated or missing methods: fail before any work or record
     for m in spec.methods:  # K wider than a layer...
@@ -92,31 +103,50 @@ def run_benchmark(model, spec: BenchmarkSpec, out_dir, progress: bool = True) ->
         safe_name(category, "category")  # names from data never lead outside --out
         check_test_set(load_dataset(spec.dataset, spec.root, category, "test"))  # missing or one-class: fail here
     with output_folder(out, "lake-interp benchmark") as output:
-        return _run_locked(model, spec, base, categories, output, progress)
+        return _run_locked(model, spec, base, categories, output, progress, shard)
 
 
-def _run_locked(model, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], output, progress: bool) -> list[dict]:
+def _run_locked(model, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], output, progress: bool,
+                shard: Optional[tuple[int, int]] = None) -> list[dict]:
+    from lake_interp.shards import category_scores, finished, grid, shard_cells
+
     out = output.root
-    planned = ["run.json", "results.csv", "summary.md", *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]
-    stale = _guard_resume(out / "run.json", spec, base, categories, model, output=output, planned=planned)
-    output.mkdir("categories")
-    rows = []
-    bar = _progress(len(categories) * len(spec.shots) * len(spec.seeds), progress)
+    cells = grid(spec.dataset, categories, spec.shots, spec.seeds)
+    mine = cells if shard is None else shard_cells(cells, *shard)
+    planned = ["run.json", *(c.file for c in mine)]
+    if shard is None:
+        planned += ["results.csv", "summary.md", *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]
+    stale, run, inputs = _guard_resume(out / "run.json", spec, base, categories, model, output=output, planned=planned,
+                                       shard=shard)
+    done = {c: finished(out, c, run, inputs[c.category]) for c in mine if output.owns(c.file)}
+    done = {c: r for c, r in done.items() if r is not None}
+    todo = [c for c in mine if c not in done]
+    where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
+    if done:
+        print(f"lake-interp benchmark: {where}{len(done)} of {len(mine)} cells already done in {out}, "
+              f"computing {len(todo)}", file=sys.stderr)
+    bar = _progress(len(mine), progress)
+    bar.update(len(done))
     for category in categories:
-        done = out / "categories" / f"{category}.csv"
-        if done.is_file() and output.owns(f"categories/{category}.csv") and category not in stale:
-            rows += read_rows(done)
-            bar.update(len(spec.shots) * len(spec.seeds))
-            continue
-        bar.set_description(category)
-        cat_rows, scores = _run_category(model, spec, base, category, bar)
-        output.mkdir("scores")
-        _write_csv(out / "scores" / f"{category}.csv", scores, list(scores[0]), output=output)
-        write_rows(done, cat_rows, output=output)  # a category lands whole or not at all: this file marks it done
-        rows += cat_rows
+        pending = [c for c in todo if c.category == category]
+        if pending:
+            bar.set_description(category)
+            for result in _run_category(model, spec, base, category, bar, pending):
+                result.run, result.inputs = run, inputs[category]
+                output.write_text(result.cell.file, result.to_json())  # a cell lands whole or not at all
+                done[result.cell] = result
+        tables = [f"{d}/{category}.csv" for d in ("scores", "categories")]
+        if shard is None and (pending or not all(output.owns(t) for t in tables)):  # every cell of it is here
+            results = [done[c] for c in cells if c.category == category]
+            scores = category_scores(results)
+            output.mkdir("scores")
+            _write_csv(out / "scores" / f"{category}.csv", scores, list(scores[0]), output=output)
+            write_rows(out / "categories" / f"{category}.csv", [r for x in results for r in x.rows], output=output)
     bar.close()
-    write_rows(out / "results.csv", rows, output=output)
-    output.write_text("summary.md", summary_markdown(rows, spec))
+    rows = [r for c in mine for r in done[c].rows]
+    if shard is None:
+        write_rows(out / "results.csv", rows, output=output)
+        output.write_text("summary.md", summary_markdown(rows, spec))
     return rows
 
 
@@ -129,12 +159,18 @@ def check_test_set(test) -> None:
                          f"({len(test) - n_anomalous} normal, {n_anomalous} anomalous); the metrics need both")
 
 
-def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, bar) -> tuple[list[dict], list[dict]]:
-    """Metric rows of every method, shot and seed, and per test image its scores (path relative to root,
-    label, defect, one column `<method>_<shots>shot_seed<seed>` per fit)."""
+def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, bar, cells=None):
+    """Yields, cell by cell as each is finished, a `lake_interp.shards.CellResult` (digests left
+    empty): the metric rows of every method and per test image (path relative to root, label,
+    defect) every method's score. cells: those of `category` to compute (default: every
+    (shots, seed) of the spec). The test split is embedded once for all of them."""
+    from lake_interp.shards import Cell, CellResult
+
     test = load_dataset(spec.dataset, spec.root, category, "test")
     train = load_dataset(spec.dataset, spec.root, category, "train")
     class_name = class_name_for(category)
+    if cells is None:
+        cells = [Cell(spec.dataset, category, int(k), int(s)) for k in spec.shots for s in spec.seeds]
     lakes = {m: METHODS[m].build(model, base, class_name) for m in spec.methods if METHODS[m].lake_family}
     if lakes:  # the LAKE family's fast path: one forward pass per image for all of them
         visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
@@ -145,35 +181,82 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
     else:
         truth = targets(test, spec.resolution or model.image_size)
         masks, labels = truth.masks, truth.labels
+    embedded = _TestEmbeddings(test, model)  # PatchCore, WinCLIP(+): the test split through the tower once
     zero_shot: dict[str, tuple] = {}  # method -> (metrics, result): scored once per category
-    rows = []
-    scores = [{"path": Path(os.path.relpath(e.path, spec.root)).as_posix(), "label": e.label, "defect": e.defect}
+    images = [{"path": Path(os.path.relpath(e.path, spec.root)).as_posix(), "label": int(e.label), "defect": e.defect}
               for e in test.entries]
-    for shots in spec.shots:
-        for seed in spec.seeds:
-            support = train.few_shot(shots, seed)
-            support_acts = probe.patch_activations(support, visual_hooks) if lakes and visual_hooks else {}
-            for method in spec.methods:
-                m = METHODS[method]
-                if m.lake_family:
-                    lake = m.build(model, base, class_name, seed=seed)
-                    lake.fit_activations(support_acts, text_features=text, support=support)  # images: "attribution"
-                    result = lake.score_activations(test_acts)
-                    values = metrics(result, labels, masks, spec.resolution)
-                elif method in zero_shot:
-                    values, result = zero_shot[method]
-                else:
-                    detector = m.fit(m.build(model, base, class_name, seed=seed, shots=shots), support)
+    for cell in cells:
+        shots, seed = cell.shots, cell.seed
+        support = train.few_shot(shots, seed)
+        support_acts = probe.patch_activations(support, visual_hooks) if lakes and visual_hooks else {}
+        rows, scores = [], {}
+        for method in spec.methods:
+            m = METHODS[method]
+            if m.lake_family:
+                lake = m.build(model, base, class_name, seed=seed)
+                lake.fit_activations(support_acts, text_features=text, support=support)  # images: "attribution"
+                result = lake.score_activations(test_acts)
+                values = metrics(result, labels, masks, spec.resolution)
+            elif method in zero_shot:
+                values, result = zero_shot[method]
+            else:
+                detector = m.fit(m.build(model, base, class_name, seed=seed, shots=shots), support)
+                result = embedded.score(detector)
+                if result is None:
                     values, result = evaluate(detector, test, spec.resolution, truth=Targets(labels, masks))
-                    if m.zero_shot:
-                        zero_shot[method] = values, result
-                row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
-                row.update(values)
-                rows.append(row)
-                for image, score in zip(scores, result.image_scores.tolist()):
-                    image[f"{method}_{shots}shot_seed{seed}"] = score
-            bar.update(1)
-    return rows, scores
+                else:
+                    values = metrics(result, labels, masks, spec.resolution)
+                if m.zero_shot:
+                    zero_shot[method] = values, result
+            row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
+            row.update({k: float(v) for k, v in values.items()})
+            rows.append(row)
+            scores[method] = [float(v) for v in result.image_scores.tolist()]
+        bar.update(1)
+        yield CellResult(cell, "", "", rows, images, scores)
+
+
+EMBED_ONCE = {  # detector class -> its method scoring what its `embed` gives (embed depends on model and config only)
+    "lake_interp.detectors.patchcore:PatchCore": "score_embedding",
+    "lake_interp.detectors.winclip:WinCLIP": "score_embeddings",
+}
+
+
+class _TestEmbeddings:
+    """A test split embedded once per (detector class, config) of `EMBED_ONCE`, in batches of
+    `batch_size` (as `evaluate` streams it), kept on the CPU; `score(detector)` scores every batch
+    with a fitted detector's `score_embedding(s)` on the model's device (None: the detector has no
+    such path)."""
+
+    def __init__(self, test, model, batch_size: int = 16):
+        self.test, self.model, self.batch_size = test, model, batch_size
+        self._cache: dict[tuple, list] = {}
+
+    def score(self, detector):
+        from lake_interp.evaluation import concat_results
+        from lake_interp.lake.inputs import iter_batches
+
+        kind = f"{type(detector).__module__}:{type(detector).__qualname__}"
+        if kind not in EMBED_ONCE:
+            return None
+        key = (kind, json.dumps(detector.config.to_dict(), sort_keys=True, default=str))
+        if key not in self._cache:
+            self._cache[key] = [_to_device(detector.embed(chunk), "cpu") for chunk in iter_batches(self.test, self.batch_size)]
+        score = getattr(detector, EMBED_ONCE[kind])
+        return concat_results([score(_to_device(e, self.model.device)) for e in self._cache[key]])
+
+
+def _to_device(x, device):
+    """Tensors (also inside lists and dataclasses such as WinCLIPEmbeddings) moved to `device`."""
+    import dataclasses
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_device(v, device) for v in x)
+    if dataclasses.is_dataclass(x):
+        return type(x)(**{f.name: _to_device(getattr(x, f.name), device) for f in dataclasses.fields(x)})
+    return x
 
 
 def evaluate_result(result, masks, labels, resolution) -> dict:
@@ -182,18 +265,24 @@ def evaluate_result(result, masks, labels, resolution) -> dict:
 
 
 def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories: list[str], model,
-                  output=None, planned=("run.json",)) -> set:
+                  output=None, planned=("run.json",), shard: Optional[tuple[int, int]] = None) -> tuple[set, str, dict]:
     """run.json records the resolved run (every LakeConfig field, the category list), the model's dtype and
     weights hash, and the version of the method names (methods_version); a resumed run must match them all. Records of earlier versions (config = overrides only,
-    categories null, no dtype) are resolved the same way before comparing."""
+    categories null, no dtype) are resolved the same way before comparing. A shard's record has
+    `shard: [i, n]` as well. Returns (the categories whose input files changed, the digest of the run
+    record (without shard and inputs), per category the digest of its input files) for the cells."""
+    from lake_interp.shards import digest
     from lake_interp.lake.persist import model_identity, weights_sha256
 
     identity = model_identity(model)
     current = _resolved({**spec.to_dict(), "config": base.to_dict(), "categories": categories,
                          "dtype": identity["dtype"], "weights_sha256": identity["weights_sha256"],
                          "methods_version": METHODS_VERSION})
+    run = digest(current)
+    if shard is not None:
+        current["shard"] = [int(shard[0]), int(shard[1])]
     inputs = {c: input_files(spec, c) for c in categories}  # compared per category, apart from the rest
-    finished = list((path.parent / "categories").glob("*.csv"))
+    finished = list((path.parent / "cells").glob("*.json")) + list((path.parent / "categories").glob("*.csv"))
     stale: set = set()
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
         saved = _read_record(path)
@@ -214,7 +303,8 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
                 f"{path.parent} holds a different benchmark run (differs in {changed}); "
                 f"use another --out, or delete {path.parent} to start over"
             )
-        done = {p.stem for p in finished}
+        done = {p.stem for p in finished if p.parent.name == "categories"}
+        done |= {p.stem.split("__")[1] for p in finished if p.parent.name == "cells" and p.stem.count("__") == 3}
         if not isinstance(saved_inputs, dict):
             import warnings
 
@@ -227,7 +317,7 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
                     print(f"lake-interp benchmark: the input files of category {c!r} changed since it was computed "
                           f"({_input_changes(saved_inputs.get(c), inputs[c])}): recomputing it", file=sys.stderr)
         if output is not None:  # the same run (perhaps recorded by an earlier version): its files are its own
-            for rel in ["run.json", "results.csv", "summary.md",
+            for rel in ["run.json", "results.csv", "summary.md", *(p for p in planned if p.startswith("cells/")),
                         *(f"{d}/{c}.csv" for c in categories for d in ("categories", "scores"))]:
                 if (path.parent / rel).is_file() and not output.owns(rel):
                     output.adopt(rel)
@@ -237,7 +327,7 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
     else:
         output.claim(planned)  # every file this run writes: foreign ones refused before any is written
         output.write_text("run.json", json.dumps(current, indent=1))
-    return stale
+    return stale, run, {c: digest(v) for c, v in inputs.items()}
 
 
 def _read_record(path: Path) -> dict:
