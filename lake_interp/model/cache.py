@@ -179,8 +179,8 @@ class TowerModel:
 
     def projection(self) -> torch.Tensor:
         """[d_model, embed_dim]: the tower's projection into the joint space."""
-        if self.tower_name == "visual":
-            return self.tower.proj
+        if self.tower_name == "visual":  # towers whose head is not linear (MAP pooling) raise NotImplementedError
+            return self.tower.W_proj
         p = self.tower.text_projection
         if p is None:
             return torch.eye(self.cfg.d_model, device=self.final_ln.weight.device, dtype=self.final_ln.weight.dtype)

@@ -27,9 +27,13 @@ def check_model_config(name: str) -> None:
     Everything else is checked on the built model by `config_from_open_clip`."""
     cfg = open_clip.get_model_config(name) or {}
     vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    timm_name = vision.get("timm_model_name")
     refused = [
         ("multimodal_cfg" in cfg, "CoCa (multimodal_cfg)", "captioning decoder"),
-        (bool(vision.get("timm_model_name")), f"vision tower {vision.get('timm_model_name')!r}", "timm_model_name"),
+        (bool(timm_name) and timm_family(timm_name) is None,
+         f"vision tower {timm_name!r} (timm {timm_module(timm_name)})", "only timm VisionTransformer and Eva towers"),
+        (bool(timm_name) and vision.get("timm_pool") in ("abs_attn", "rot_attn"), f"timm_pool={vision.get('timm_pool')!r}", ""),
+        (bool(timm_name) and vision.get("timm_proj") == "mlp", "timm_proj='mlp'", ""),
         (not isinstance(vision.get("layers", 12), int), "ResNet vision tower", "vision_cfg.layers per stage"),
         (bool(vision.get("attentional_pool")), "attentional_pool", ""),
         (bool(text.get("hf_model_name")), f"text tower {text.get('hf_model_name')!r}", "hf_model_name"),
@@ -37,6 +41,24 @@ def check_model_config(name: str) -> None:
     for bad, option, hint in refused:
         if bad:
             raise unsupported(name, option, hint)
+    if timm_name and timm_family(timm_name) == "timm_eva":
+        from lake_interp.model.components.towers import eva_attr
+
+        eva_attr(name, "config_from_timm_eva")  # refused by name before anything is built where Eva is missing
+
+
+def timm_module(timm_name: str) -> str:
+    """The timm module that defines a timm model name ('vision_transformer', 'eva', ...)."""
+    import timm
+
+    if not timm_name or not timm.is_model(timm_name):
+        return "unknown model"
+    return timm.models.model_entrypoint(timm_name).__module__.rsplit(".", 1)[-1]
+
+
+def timm_family(timm_name: str) -> str | None:
+    """The vision family a timm model name builds ("timm_vit", "timm_eva"), None for other timm towers."""
+    return {"vision_transformer": "timm_vit", "eva": "timm_eva"}.get(timm_module(timm_name))
 
 
 def model_label(oc: nn.Module, name: str | None) -> str:
@@ -59,7 +81,12 @@ def config_from_open_clip(oc: nn.Module, name: str | None = None) -> HookedCLIPC
 
 def state_dict_from_open_clip(oc: nn.Module, name: str | None = None) -> dict[str, torch.Tensor]:
     """open_clip parameter names -> HookedCLIP parameter names (values shared, not copied)."""
-    out = {f"visual.{_rename(k)}": v for k, v in oc.visual.state_dict().items()}
+    if _is_timm(oc.visual):
+        from lake_interp.model.convert_timm import vision_state_dict_from_timm
+
+        out = {f"visual.{k}": v for k, v in vision_state_dict_from_timm(oc.visual, model_label(oc, name)).items()}
+    else:
+        out = {f"visual.{_rename(k)}": v for k, v in oc.visual.state_dict().items()}
     text_tower, _, _ = _text_parts(oc, model_label(oc, name))
     if text_tower is not oc:
         text_items = text_tower.state_dict().items()
@@ -162,10 +189,20 @@ def _activation(act: nn.Module, name: str, tower: str) -> str:
     raise unsupported(name, f"{tower} activation {type(act).__name__}", "act_kwargs / act_layer")
 
 
+def _is_timm(visual: nn.Module) -> bool:
+    from open_clip.timm_model import TimmModel
+
+    return isinstance(visual, TimmModel)
+
+
 def _vision_config(visual: nn.Module, name: str) -> VisionConfig:
+    if _is_timm(visual):
+        from lake_interp.model.convert_timm import vision_config_from_timm
+
+        return vision_config_from_timm(visual, name)
     if type(visual) is not oct.VisionTransformer:
         kind = type(visual).__name__
-        hint = {"TimmModel": "timm_model_name", "ModifiedResNet": "ResNet vision tower"}.get(kind, "")
+        hint = {"ModifiedResNet": "ResNet vision tower"}.get(kind, "")
         raise unsupported(name, f"vision tower {kind}", hint)
     if visual.attn_pool is not None:
         raise unsupported(name, "attentional_pool")

@@ -31,7 +31,12 @@ sites, their shapes and widths is `lake_interp.model.hook_sites`; in short:
 Short TransformerLens names (`blocks.3.hook_resid_post`, `utils.get_act_name("resid_post", 3)`)
 resolve in the vision tower, in hooks, names filters and cache keys.
 
-Vision token order: position 0 is the class token, then the patches in row-major order.
+Vision token order: the `cfg.vision.n_prefix` prefix tokens (open_clip: the class token at
+position 0; timm towers: the class token where the model has one, then register tokens; SigLIP:
+none), then the patches in row-major order. `model.patch_tokens(x)` / `model.patch_grid(x)` skip
+the prefix. timm towers add `visual.attn_pool.hook_pattern` / `hook_out` (SigLIP's MAP head) and
+`visual.fc_norm.*` where present (lake_interp.model.components.timm_vit); vision-only models
+(`HookedViT`, e.g. DINOv2) have no `text.*` hooks.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from transformer_lens import HookedRootModule
 
 from lake_interp.model import hook_sites
 from lake_interp.model.cache import CLIPActivationCache
-from lake_interp.model.components import TextTower, VisionTower
+from lake_interp.model.components import TextTower, make_vision_tower
 from lake_interp.model.preprocess import SquashPreprocess
 from lake_interp.model.config import HookedCLIPConfig
 from lake_interp.model.convert import config_from_open_clip, match_dtypes, state_dict_from_open_clip
@@ -73,9 +78,9 @@ class HookedCLIP(HookedRootModule):
     ):
         super().__init__()
         self.cfg = cfg
-        self.visual = VisionTower(cfg.vision)
-        self.text = TextTower(cfg.text)
-        self.logit_scale = nn.Parameter(torch.tensor(0.0))
+        self.visual = make_vision_tower(cfg.vision)  # the tower class of cfg.vision.family
+        self.text = TextTower(cfg.text) if cfg.text is not None else None  # None: vision-only (HookedViT)
+        self.logit_scale = nn.Parameter(torch.tensor(0.0)) if cfg.text is not None else None
         self.logit_bias = nn.Parameter(torch.tensor(0.0)) if cfg.logit_bias else None
         # the package's preprocessing (squash, no crop: what LAKE and the tools use), PIL image -> [3, S, S]
         self.preprocess = SquashPreprocess(cfg.vision.image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
@@ -108,7 +113,7 @@ class HookedCLIP(HookedRootModule):
             preprocess = image_transform_v2(pre, is_train=False)
         tokenizer = _default_tokenizer(name, cfg, tokenizer)
         state = state_dict_from_open_clip(oc, name)
-        model = cls(cfg, preprocess, tokenizer).to(device=oc.visual.conv1.weight.device)
+        model = cls(cfg, preprocess, tokenizer).to(device=next(oc.parameters()).device)
         match_dtypes(model, state)
         model.load_state_dict(state, strict=True)
         model.image_mean, model.image_std = tuple(pre.mean), tuple(pre.std)
@@ -147,7 +152,19 @@ class HookedCLIP(HookedRootModule):
 
     @property
     def device(self) -> torch.device:
-        return self.logit_scale.device
+        return self.visual.conv1.weight.device
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the model has a text tower (False for vision-only models, e.g. DINOv2)."""
+        return self.text is not None
+
+    def require_text(self, what: str) -> None:
+        """ValueError naming `what` where the model has no text tower."""
+        if self.text is None:
+            raise ValueError(f"{what} needs a text tower; {self.cfg.name or type(self).__name__!r} is vision-only "
+                             f"({self.cfg.vision.original_architecture}). Use an image-only method, or for LAKE "
+                             f"text_weight=0 (--text-weight 0)")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -162,6 +179,7 @@ class HookedCLIP(HookedRootModule):
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """[batch, context_length] -> [batch, embed_dim], as open_clip `encode_text`."""
+        self.require_text("encode_text")
         out = self.text(tokens)
         return F.normalize(out, dim=-1) if normalize else out
 
@@ -173,6 +191,7 @@ class HookedCLIP(HookedRootModule):
             return self.encode_image(images)
         if images is None:
             return self.encode_text(text)
+        self.require_text("image-text logits")
         logits = self.logit_scale.exp() * self.encode_image(images, True) @ self.encode_text(text, True).T
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
@@ -274,5 +293,8 @@ def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:
 
 
 def _default_tokenizer(name: Optional[str], cfg: HookedCLIPConfig, tokenizer=None) -> Callable:
-    """The model's tokenizer, checked against its text tower (lake_interp.model.tokenizer)."""
+    """The model's tokenizer, checked against its text tower (lake_interp.model.tokenizer); None
+    without a text tower."""
+    if cfg.text is None:
+        return None
     return resolve_tokenizer(name, cfg.text, tokenizer)

@@ -1,4 +1,9 @@
-"""Multi-head self-attention with the weights of `nn.MultiheadAttention` (fused in_proj)."""
+"""Multi-head self-attention with the weights of `nn.MultiheadAttention` (fused in_proj).
+
+timm's `Attention` has the same layout (`qkv` rows [W_Q; W_K; W_V], `proj`); its options here:
+no qkv bias (`BlockConfig.qkv_bias=False`) and QK-norm (`BlockConfig.qk_norm`: LayerNorm over d_head
+of queries and keys, `q_norm` / `k_norm`). With QK-norm, `hook_q` / `hook_k` hold the normalised
+queries and keys: what the scores read (pattern = softmax(hook_q . hook_k / sqrt(d_head)))."""
 
 import math
 from typing import Optional
@@ -19,7 +24,10 @@ class Attention(nn.Module):
         d = cfg.d_model
         self.n_heads = cfg.n_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))  # rows: [W_Q; W_K; W_V]
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d)) if cfg.qkv_bias else None
+        # QK-norm (timm qk_norm): plain LayerNorms over d_head (no hook points of their own)
+        self.q_norm = nn.LayerNorm(cfg.d_head, eps=cfg.ln_eps) if cfg.qk_norm else None
+        self.k_norm = nn.LayerNorm(cfg.d_head, eps=cfg.ln_eps) if cfg.qk_norm else None
         self.out_proj = nn.Linear(d, d)
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()  # [batch, pos, head, d_head]
@@ -39,6 +47,8 @@ class Attention(nn.Module):
 
     def _in_bias(self, i: int) -> torch.Tensor:
         d = self.in_proj_weight.shape[1]
+        if self.in_proj_bias is None:  # no qkv bias: zeros (a copy, not a view)
+            return self.in_proj_weight.new_zeros(self.n_heads, d // self.n_heads)
         return rearrange(self.in_proj_bias[i * d : (i + 1) * d], "(h e) -> h e", h=self.n_heads)
 
     W_Q = property(lambda self: self._in(0), doc="[n_heads, d_model, d_head]")
@@ -53,11 +63,23 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: [batch, pos, d_model]; attn_mask: additive [pos, pos] or None. Returns [batch, pos, d_model]."""
+        q, k, v = self.qkv(x)
+        return self.out_proj(rearrange(self.attend(q, k, v, attn_mask), "b p h d -> b p (h d)"))
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [batch, pos, d_model] -> q, k, v [batch, pos, head, d_head] (QK-norm applied; fires hook_q/k/v)."""
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = rearrange(qkv, "b p (three h d) -> three b p h d", three=3, h=self.n_heads)
-        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return self.hook_q(q), self.hook_k(k), self.hook_v(v)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """q, k, v: [batch, pos, head, d_head] as the scores read them -> z [batch, pos, head, d_head]
+        (fires hook_attn_scores, hook_pattern, hook_z; rotary towers call it after the rotation)."""
         if attn_mask is not None:
-            attn_mask = attn_mask.to(x.dtype)
+            attn_mask = attn_mask.to(q.dtype)
         if has_hooks(self.hook_attn_scores) or has_hooks(self.hook_pattern):
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
             if attn_mask is not None:
@@ -68,5 +90,4 @@ class Attention(nn.Module):
             z = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask
             ).transpose(1, 2)
-        z = self.hook_z(z)
-        return self.out_proj(rearrange(z, "b p h d -> b p (h d)"))
+        return self.hook_z(z)

@@ -21,7 +21,9 @@ def make_activation(name: str) -> nn.Module:
         return nn.GELU(approximate="tanh")
     if name == "quick_gelu":
         return QuickGELU()
-    raise ValueError(f"unknown activation {name!r}; expected gelu, gelu_tanh or quick_gelu")
+    if name == "silu":  # the gate of SwiGLU MLPs (timm Eva)
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; expected gelu, gelu_tanh, quick_gelu or silu")
 
 
 class MLP(nn.Module):
