@@ -12,6 +12,7 @@ call it. Any detector of the protocol (`fit(support) -> self`, `score(images) ->
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -19,18 +20,36 @@ import numpy as np
 import torch
 
 from lake_interp.lake.inputs import iter_batches
-from lake_interp.metrics import image_metrics, pixel_metrics, resize_mask
+from lake_interp.metrics import (
+    AUSPRO_FPR_LIMITS, UndefinedMetricWarning, image_metrics, pixel_metrics, region_at_size, resize_mask, spro_metrics,
+)
 
 METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro")
+#: MVTec LOCO's AUsPRO at the official FPR limits (mean over the defect types), reported for splits whose
+#: samples carry defect regions (`lake_interp.data.loco.LocoSample`); NaN, with the reason, where they cannot.
+SPRO_METRICS = tuple(f"pixel_auspro_{limit:g}" for limit in AUSPRO_FPR_LIMITS)
+
+
+@dataclass
+class Regions:
+    """sPRO ground truth of a split: per image its defect regions at the evaluation size
+    (`lake_interp.metrics.SaturatedRegion`, () for a normal image) and its defect type; or, where the
+    split cannot give them (a LOCO category without defects_config.json, ...), why (`missing`)."""
+
+    regions: list
+    defects: list
+    missing: Optional[str] = None
 
 
 @dataclass
 class Targets:
     """Ground truth of a split: labels [N] (0/1) and masks [N, size, size] bool (None: no image has one),
-    each resized once from the image's own mask (nearest, `lake_interp.metrics.resize_mask`)."""
+    each resized once from the image's own mask (nearest, `lake_interp.metrics.resize_mask`); `regions`:
+    the sPRO ground truth where the samples carry defect regions (MVTec LOCO), else None."""
 
     labels: np.ndarray
     masks: Optional[np.ndarray]
+    regions: Optional[Regions] = None
 
 
 def targets(test, size: int) -> Targets:
@@ -47,6 +66,7 @@ class _Collector:
 
     def __init__(self, size: int):
         self.size, self.labels, self.masks, self.any_mask = size, [], [], False
+        self.regions, self.defects, self.with_regions, self.missing = [], [], 0, None
 
     def add(self, samples) -> None:
         for s in samples:
@@ -55,16 +75,40 @@ class _Collector:
             self.labels.append(int(s.label))
             self.any_mask |= s.mask is not None
             self.masks.append(resize_mask(s.mask, self.size))
+            self._add_regions(s)
+
+    def _add_regions(self, s) -> None:
+        """Defect regions (sPRO) of samples that carry them, resized at once to the evaluation size."""
+        if not hasattr(s, "regions"):
+            return
+        self.with_regions += 1
+        if self.missing is not None:
+            return
+        if s.regions is None:
+            self.missing = getattr(s, "regions_missing", None) or f"{s.path} carries no defect regions"
+        elif s.label and not s.regions:
+            self.missing = f"anomalous image {s.path} has no defect masks"
+        else:
+            self.regions.append(tuple(region_at_size(r, self.size) for r in s.regions))
+            self.defects.append(s.defect)
 
     def targets(self) -> Targets:
-        return Targets(np.array(self.labels, dtype=np.int64), np.stack(self.masks) if self.any_mask else None)
+        regions = None
+        if self.with_regions:
+            missing = self.missing
+            if missing is None and self.with_regions != len(self.labels):
+                missing = f"only {self.with_regions} of the {len(self.labels)} samples carry defect regions"
+            regions = Regions([], [], missing) if missing else Regions(self.regions, self.defects)
+        return Targets(np.array(self.labels, dtype=np.int64), np.stack(self.masks) if self.any_mask else None, regions)
 
 
-def metrics(result, labels, masks=None, resolution: Optional[int] = None) -> dict:
+def metrics(result, labels, masks=None, resolution: Optional[int] = None, regions: Optional[Regions] = None) -> dict:
     """Every metric of METRICS for one result (image_scores [N], maps [N, S, S]). masks: [N, H, W]
     at the evaluation size, or a list as the datasets give it (None entries, the images' own
     sizes; see `pixel_metrics`), or None (pixel metrics NaN). resolution: None (the maps' size) or
-    the evaluation size both are resized to."""
+    the evaluation size both are resized to. regions (`Targets.regions`, at the evaluation size):
+    adds SPRO_METRICS (`lake_interp.metrics.spro_metrics`); NaN with an UndefinedMetricWarning that
+    says why where `regions.missing`."""
     img = image_metrics(_numpy(result.image_scores), np.asarray(labels))
     out = {f"image_{k}": v for k, v in img.items()}
     if masks is None:
@@ -72,6 +116,14 @@ def metrics(result, labels, masks=None, resolution: Optional[int] = None) -> dic
     else:
         pix = pixel_metrics(_numpy(result.maps), masks, resolution=resolution)
     out.update({f"pixel_{k}": v for k, v in pix.items()})
+    if regions is not None:
+        if regions.missing:
+            warnings.warn(f"sPRO not computed: {regions.missing}; returning NaN for {', '.join(SPRO_METRICS)}",
+                          UndefinedMetricWarning, stacklevel=2)
+            out.update(dict.fromkeys(SPRO_METRICS, float("nan")))
+        else:
+            spro = spro_metrics(_numpy(result.maps), regions.regions, regions.defects, resolution=resolution)
+            out.update({f"pixel_{k}": v for k, v in spro.items()})
     return out
 
 
@@ -118,7 +170,7 @@ def evaluate(detector, test, resolution: Optional[int] = None, batch_size: int =
         raise ValueError("no images given")
     result = concat_results(results)
     truth = truth or collect.targets()
-    return metrics(result, truth.labels, truth.masks, resolution), result
+    return metrics(result, truth.labels, truth.masks, resolution, truth.regions), result
 
 
 def fit_and_evaluate(model, method: str | Any, support, test, class_name: str = "object", base=None, seed: int = 0,
@@ -165,6 +217,13 @@ def cache_activations(lake, images, hooks: list[str]) -> dict[str, torch.Tensor]
 def cache_test_set(lake, test, hooks: list[str], mask_size: Optional[int] = None, truth: bool = True):
     """(activations hook -> [N, P, d] on the CPU, masks [N, S, S] or None, labels [N]) of a split, each
     image read once: the LAKE fast path's inputs. Masks at `mask_size` (default: the model input size)."""
+    acts, t = cache_test_targets(lake, test, hooks, mask_size, truth)
+    return acts, t.masks, t.labels
+
+
+def cache_test_targets(lake, test, hooks: list[str], mask_size: Optional[int] = None, truth: bool = True):
+    """(activations hook -> [N, P, d] on the CPU, `Targets`) of a split, each image read once: as
+    `cache_test_set`, with the whole ground truth (sPRO regions included)."""
     acts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
     collect, n = _Collector(mask_size or lake.model.image_size), 0
     for chunk in iter_batches(test, lake.config.batch_size):
@@ -176,4 +235,4 @@ def cache_test_set(lake, test, hooks: list[str], mask_size: Optional[int] = None
     if not n:
         raise ValueError("no images given")
     t = collect.targets() if truth else Targets(np.zeros(0, np.int64), None)
-    return {h: torch.cat(v) for h, v in acts.items()}, t.masks, t.labels
+    return {h: torch.cat(v) for h, v in acts.items()}, t

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ._inputs import prepare_maps_masks
 from .pro import pixel_curve_metrics
 from .ranking import ranking_metrics
+from .spro import AUSPRO_FPR_LIMITS, auspro_by_defect_type
 
-__all__ = ["image_metrics", "pixel_metrics"]
+__all__ = ["image_metrics", "pixel_metrics", "spro_metrics"]
 
 
 def image_metrics(scores, labels) -> dict[str, float]:
@@ -36,3 +37,16 @@ def pixel_metrics(maps, masks, resolution=None, fpr_limit: float = 0.3) -> dict[
     """
     maps, masks = prepare_maps_masks(maps, masks, resolution)
     return pixel_curve_metrics(maps, masks, fpr_limit, ranking=True)
+
+
+def spro_metrics(maps, regions, defects, resolution=None, fpr_limits=AUSPRO_FPR_LIMITS) -> dict[str, float]:
+    """MVTec LOCO's localisation metric: ``{"auspro_0.01", "auspro_0.05", "auspro_0.1", "auspro_0.3",
+    "auspro_1"}``, each the mean over the defect types of the AUsPRO of that type's images with the good
+    images (the official per-category value; :func:`lake_interp.metrics.spro.auspro_by_defect_type`).
+
+    ``regions``: per image the list of its defect regions (the MVTec LOCO loader's ``Sample.regions``,
+    empty for good images); ``defects``: per image its defect type (``Sample.defect``). Exact (every
+    distinct score a threshold); regions resized to the evaluation size keep their saturated fraction.
+    """
+    mean = auspro_by_defect_type(maps, regions, defects, fpr_limits, resolution)["mean"]
+    return {f"auspro_{limit:g}": v for limit, v in mean.items()}
