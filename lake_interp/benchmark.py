@@ -30,7 +30,7 @@ import torch
 
 from lake_interp.data import load_dataset
 from lake_interp.detectors.methods import METHODS, METHODS_VERSION, check_methods, check_recorded_methods, default_methods
-from lake_interp.evaluation import METRICS, Targets, cache_test_set, evaluate, metrics, targets
+from lake_interp.evaluation import METRICS, SPRO_METRICS, cache_test_targets, evaluate, metrics, targets
 from lake_interp.lake import Lake, LakeConfig
 
 KEYS = ("dataset", "category", "method", "shots", "seed")
@@ -176,11 +176,11 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
         visual_hooks = list(dict.fromkeys(h for lk in lakes.values() if lk.uses_visual for h in lk.hooks))
         test_hooks = list(dict.fromkeys(h for lk in lakes.values() for h in lk.required_hooks))
         probe = next(iter(lakes.values()))
-        test_acts, masks, labels = cache_test_set(probe, test, test_hooks, mask_size=spec.resolution)
+        test_acts, truth = cache_test_targets(probe, test, test_hooks, mask_size=spec.resolution)
         text = probe.compute_text_features() if any(lk.uses_semantic for lk in lakes.values()) else None
     else:
         truth = targets(test, spec.resolution or model.image_size)
-        masks, labels = truth.masks, truth.labels
+    masks, labels = truth.masks, truth.labels  # truth.regions: MVTec LOCO's sPRO regions (or why there are none)
     embedded = _TestEmbeddings(test, model)  # PatchCore, WinCLIP(+): the test split through the tower once
     zero_shot: dict[str, tuple] = {}  # method -> (metrics, result): scored once per category
     images = [{"path": Path(os.path.relpath(e.path, spec.root)).as_posix(), "label": int(e.label), "defect": e.defect}
@@ -196,16 +196,16 @@ def _run_category(model, spec: BenchmarkSpec, base: LakeConfig, category: str, b
                 lake = m.build(model, base, class_name, seed=seed)
                 lake.fit_activations(support_acts, text_features=text, support=support)  # images: "attribution"
                 result = lake.score_activations(test_acts)
-                values = metrics(result, labels, masks, spec.resolution)
+                values = metrics(result, labels, masks, spec.resolution, truth.regions)
             elif method in zero_shot:
                 values, result = zero_shot[method]
             else:
                 detector = m.fit(m.build(model, base, class_name, seed=seed, shots=shots), support)
                 result = embedded.score(detector)
                 if result is None:
-                    values, result = evaluate(detector, test, spec.resolution, truth=Targets(labels, masks))
+                    values, result = evaluate(detector, test, spec.resolution, truth=truth)
                 else:
-                    values = metrics(result, labels, masks, spec.resolution)
+                    values = metrics(result, labels, masks, spec.resolution, truth.regions)
                 if m.zero_shot:
                     zero_shot[method] = values, result
             row = dict(zip(KEYS, (spec.dataset, category, method, shots, seed)))
@@ -390,7 +390,7 @@ def _progress(total: int, enabled: bool):
 
 
 def write_rows(path: Path, rows: list[dict], output=None) -> None:
-    _write_csv(path, rows, list(KEYS) + list(METRICS), output=output)
+    _write_csv(path, rows, list(KEYS) + list(METRICS) + [k for k in SPRO_METRICS if any(k in r for r in rows)], output=output)
 
 
 def _write_csv(path: Path, rows: list[dict], fieldnames: list[str], output=None) -> None:
@@ -413,7 +413,8 @@ def _write_csv(path: Path, rows: list[dict], fieldnames: list[str], output=None)
 def read_rows(path: Path) -> list[dict]:
     with Path(path).open() as f:
         return [
-            {k: (int(v) if k in ("shots", "seed") else float(v) if k in METRICS else v) for k, v in r.items()}
+            {k: (int(v) if k in ("shots", "seed") else float(v) if k in METRICS else float(v or "nan") if k in SPRO_METRICS else v)
+             for k, v in r.items()}
             for r in csv.DictReader(f)
         ]
 
@@ -468,7 +469,7 @@ def _diff_cell(d: dict) -> str:
 def summary_markdown(rows: list[dict], spec: BenchmarkSpec) -> str:
     """Protocol, paired differences (lake vs each other method), mean over categories (± std over
     seeds), then per category (mean over seeds); percent."""
-    shown = [m for m in METRICS if rows and all(m in r for r in rows)]  # every metric the rows have (results.csv: all)
+    shown = [m for m in (*METRICS, *SPRO_METRICS) if rows and all(m in r for r in rows)]  # every metric the rows have (results.csv: all)
     lines = [
         f"# Benchmark: {spec.dataset} ({spec.root})",
         "",

@@ -407,3 +407,36 @@ def test_evaluate_without_defect_configs_reports_nan_with_the_reason(tmp_path):
         warnings.simplefilter("error")  # samples without regions (MVTec AD, ...): no sPRO, nothing to warn about
         plain, _ = evaluate(Brightness(), plain_samples)
     assert not set(SPRO_METRICS) & plain.keys() and plain["pixel_aupro"] == values["pixel_aupro"]
+
+
+# --- the LOCO benchmark -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_loco_benchmark_reports_auspro(tmp_path, tiny_model, with_config):
+    """results.csv and summary.md carry the AUsPRO columns for MVTec LOCO: values where the category has
+    its defects_config.json (LAKE's fast path and a detector scored through the protocol alike), NaN
+    ("n/a") with the reason warned where it has none."""
+    import csv
+
+    from lake_interp.benchmark import BenchmarkSpec, run_benchmark
+
+    loco_tree(tmp_path / "data", config=CONFIG if with_config else None)
+    spec = BenchmarkSpec("mvtec_loco", str(tmp_path / "data"), "lake-tiny", None, ["juice_bottle"], (1,), (0,),
+                         methods=("lake", "patchcore"), config={"k_neurons": 4})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = run_benchmark(tiny_model, spec, tmp_path / "bench", progress=False)
+    with open(tmp_path / "bench" / "results.csv") as f:
+        saved = list(csv.DictReader(f))
+    summary = (tmp_path / "bench" / "summary.md").read_text()
+    assert len(rows) == len(saved) == 2
+    for row, line in zip(rows, saved):
+        for key in SPRO_METRICS:
+            assert key in line and key in summary
+            if with_config:
+                assert 0.0 <= row[key] <= 1.0 and float(line[key]) == pytest.approx(row[key])
+            else:
+                assert np.isnan(row[key]) and line[key] == "nan"
+    reasons = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    assert any("sPRO not computed" in r and "defects_config.json" in r for r in reasons) == (not with_config)
