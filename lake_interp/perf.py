@@ -20,6 +20,9 @@ Sections (each printed as rows of one table and written to the JSON file):
 - attribution: `lake_interp.interp.attribute` of the image score to every unit (every residual
   channel and MLP neuron of every block) for one image, read by the downstream readout (fitted
   beforehand), vs one `encode_image` of that image. Target <= 3.
+- onnx: the detector of lake_score exported as one ONNX graph (`lake_interp.lake.onnx_export`) run
+  by onnxruntime (CPU, the same thread count) vs `Lake.score` in torch on the same batch: per-image
+  times and the ratio onnxruntime / torch (no target; CPU only; skipped without onnxruntime).
 
 Timings: each candidate is paired with a run of its baseline on the same input, the order of
 the two alternating from round to round (A B, B A, ...); the ratio is the median of per-pair
@@ -421,6 +424,47 @@ def bench_attribution(model, timer, repeats, warmup) -> dict:
             "pairs": res["pairs"]}
 
 
+def bench_onnx(model, x, timer, repeats, warmup, threads: int) -> dict:
+    """Per-image time of the exported graph in onnxruntime vs `Lake.score` in torch (same detector, batch)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return {"skipped": "CPU and fp32 only (the exported graph is fp32, run by onnxruntime's CPU provider)"}
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return {"skipped": f"onnxruntime not installed ({e}); pip install 'lake_interp[deploy]'"}
+    import io
+
+    from lake_interp.lake import Lake
+    from lake_interp.lake.onnx_export import export_graph
+
+    g = torch.Generator().manual_seed(1)
+    support = torch.randn(1, *x.shape[1:], generator=g)
+    lake = Lake(model, lake_config(model), class_name="bottle").fit(support)
+    buf = io.BytesIO()
+    t0 = time.perf_counter()
+    export_graph(lake, buf)
+    export_s = time.perf_counter() - t0
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"images": x.numpy()}
+    with torch.inference_mode():
+        res = paired_rounds(timer, lambda: lake.score(x), {"onnxruntime": lambda: sess.run(None, feed)}, repeats, warmup)
+    b = x.shape[0]
+    return {
+        "batch": b,
+        "torch_per_image_s": res["baseline_s"] / b,
+        "onnxruntime_per_image_s": res["candidates_s"]["onnxruntime"] / b,
+        "ratio": res["ratios"]["onnxruntime"],
+        "ratio_spread": res["ratio_spread"]["onnxruntime"],
+        "export_s": export_s,
+        "graph_mb": len(buf.getvalue()) / 2**20,
+        "onnxruntime": ort.__version__,
+        "k_neurons": lake.config.k_neurons,
+        "pairs": res["pairs"],
+    }
+
+
 def bench_metrics(n: int, size: int) -> dict:
     if not METRICS_SCRIPT.is_file():
         return {"skipped": f"{METRICS_SCRIPT} not found (run from a source checkout)"}
@@ -550,6 +594,17 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
             ("attribution", "ratio attribute / encode_image", f"{a['ratio']:.3f}",
              f"<= {TARGETS['attribution_vs_forward']} {_status(a['ratio'], TARGETS['attribution_vs_forward'], quick)}"),
         ]
+    o = results.get("onnx")
+    if o:
+        if "skipped" in o:
+            rows.append(("onnx", "onnxruntime vs torch", "skipped", o["skipped"]))
+        else:
+            rows += [
+                ("onnx", f"Lake.score (torch) per image (batch {o['batch']})", f"{o['torch_per_image_s'] * 1e3:.1f} ms", ""),
+                ("onnx", "exported graph (onnxruntime CPU) per image", f"{o['onnxruntime_per_image_s'] * 1e3:.1f} ms",
+                 f"graph {o['graph_mb']:.0f} MB, export {o['export_s']:.1f} s"),
+                ("onnx", "ratio onnxruntime / torch", f"{o['ratio']:.3f}", "informative (no target)"),
+            ]
     return rows
 
 
@@ -594,7 +649,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-size", type=int, help="map side for the metrics benchmark (default 256)")
     p.add_argument("--skip", nargs="+", default=[],
                    choices=["encode_image", "lake_score", "fit", "top_patches", "metrics", "lake_benchmark",
-                            "attribution"])
+                            "attribution", "onnx"])
     p.add_argument("--json", type=Path, help="write every measurement to this JSON file")
 
 
@@ -656,6 +711,7 @@ def run(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
                                                   size if quick else 256, (1,) if quick else (1, 2, 4),
                                                   (0,) if quick else (0, 1, 2))),
         ("attribution", lambda: bench_attribution(model, timer, repeats, warmup)),
+        ("onnx", lambda: bench_onnx(model, x, timer, repeats, warmup, threads)),
     ]
     for name, fn in sections:
         if name in args.skip:
