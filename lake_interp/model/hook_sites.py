@@ -57,12 +57,15 @@ BLOCK_SITES: dict[str, Site] = {s.name: s for s in (
     Site("ln2.hook_out", "[batch, pos, d_model]", "d_model", "ln2 output (after weight and bias): the MLP's input"),
     Site("mlp.hook_pre", "[batch, pos, d_mlp]", "d_mlp", "MLP hidden units before the activation (SwiGLU: the gate)"),
     Site("mlp.hook_pre_linear", "[batch, pos, d_mlp]", "d_mlp", "SwiGLU MLPs only: the linear (ungated) branch"),
-    Site("mlp.hook_post", "[batch, pos, d_mlp]", "d_mlp",
-         "MLP hidden units after the activation: the MLP neurons (SwiGLU: act(gate) * linear)"),
+    Site("mlp.hook_mid", "[batch, pos, d_mlp]", "d_mlp", "SwiGLU MLPs only: act(gate) * linear, before a sub-LN"),
     # timm Eva `mlp.norm` (sub-LayerNorm of the hidden units before the output projection)
     Site("mlp.ln.hook_scale", "[batch, pos, 1]", None, "sqrt(var + eps) of the hidden units (Eva sub-LN)"),
     Site("mlp.ln.hook_normalized", "[batch, pos, d_mlp]", "d_mlp", "hidden units normalised (Eva sub-LN)"),
-    Site("mlp.ln.hook_out", "[batch, pos, d_mlp]", "d_mlp", "hidden units after the sub-LN: what c_proj reads (Eva)"),
+    Site("mlp.ln.hook_out", "[batch, pos, d_mlp]", "d_mlp", "hidden units after the sub-LN (Eva; = mlp.hook_post)"),
+    # always what the output projection reads, so zeroing unit i here is zeroing W_out[i] (TransformerLens's
+    # hook_post after its SoLU LayerNorm); SwiGLU: act(gate) * linear, after the sub-LN where there is one
+    Site("mlp.hook_post", "[batch, pos, d_mlp]", "d_mlp",
+         "MLP hidden units after the activation: the MLP neurons, what c_proj reads (SwiGLU: gated, after any sub-LN)"),
     Site("hook_mlp_out", "[batch, pos, d_model]", "d_model", "what the MLP adds to the stream (after LayerScale)"),
     Site("hook_resid_post", "[batch, pos, d_model]", "d_model", "residual stream leaving the block"),
 )}
