@@ -1,8 +1,8 @@
 """sPRO / AUsPRO of MVTec LOCO AD against the official evaluation, re-implemented here from its published
 description, and the LOCO loader's defect regions.
 
-Reference: Bergmann et al., "Beyond Dents and Scratches: Logical Constraints in Unsupervised and
-Unsupervised Anomaly Detection and Localization", IJCV 2022, and its evaluation code
+Reference: Bergmann et al., "Beyond Dents and Scratches: Logical Constraints in Unsupervised Anomaly
+Detection and Localization", IJCV 2022, and its evaluation code
 ``mvtec_loco_ad_evaluation``: ``src/image.py`` (``DefectConfig``, ``GroundTruthChannel.get_saturation_area``:
 ``int(thr * area)`` relative, ``min(thr, area)`` absolute; one channel per mask PNG), ``src/metrics.py``
 (``get_spro``: ``min(tp / saturation_area, 1)`` with the prediction ``score > threshold``; FPR over the
