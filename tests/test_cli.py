@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,207 @@ def test_output_names_are_distinct_and_stems_where_possible():
                   ["a.png", "a_png_1.png", "a.jpg"]):
         got = output_names([Path(n) for n in names])
         assert len(set(got)) == len(got), (names, got)
+
+
+# --- predict like a deployed detector: fit stores thresholds, score decides (tests/test_predict.py: the rules)
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """The CLI may not load a model: every cheap check must come first."""
+    import lake_interp.cli as cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the cheap checks")
+
+    monkeypatch.setattr(cli, "load_model", refuse)
+
+
+@pytest.fixture(scope="module")
+def fitted(root, tmp_path_factory):
+    """A detector fitted by the CLI without --class-name, on 3 support images (thresholds: leave one out)."""
+    import contextlib
+    import io
+
+    det = tmp_path_factory.mktemp("fitted") / "det"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--shots", "3", "--out", str(det),
+                     "--k-neurons", "8", *TINY]) == 0
+    return det, out.getvalue()
+
+
+def test_fit_derives_the_class_name_and_stores_a_leave_one_out_threshold(fitted):
+    det, stdout = fitted
+    meta = json.loads((det / "lake.json").read_text())
+    assert "class name 'disc' (from the folder name of" in stdout and meta["class_name"] == "disc"
+    assert meta["threshold"]["method"] == "support_leave_one_out_quantile" and meta["threshold"]["details"]["n_normal"] == 3
+    assert "thresholds image" in stdout and len(meta["support"]) == 3
+    from lake_interp.cli import derive_class_name
+
+    assert derive_class_name(Path("/data/metal_nut/train/good")) == "metal nut"
+    assert derive_class_name(Path("/data/screws/images")) == "screws"
+
+
+def test_fit_k_is_refused_with_the_hint(root, tmp_path, capsys, no_model):
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--k", "2", "--out", str(tmp_path / "d"),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--k was renamed --shots" in err and "--shots 2" in err and "--k-neurons" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_fit_on_a_labelled_validation_split_is_f1_optimal(root, tmp_path, capsys):
+    import shutil
+
+    val = tmp_path / "val"
+    for d in ("good", "anomaly", "mask"):
+        (val / d).mkdir(parents=True)
+    for p in (root / "disc" / "test" / "good").glob("*.png"):
+        shutil.copy(p, val / "good" / p.name)
+    for defect in (d for d in (root / "disc" / "test").iterdir() if d.name != "good"):
+        for p in defect.glob("*.png"):
+            shutil.copy(p, val / "anomaly" / f"{defect.name}_{p.name}")
+            shutil.copy(root / "disc" / "ground_truth" / defect.name / f"{p.stem}_mask.png",
+                        val / "mask" / f"{defect.name}_{p.stem}_mask.png")
+    det = tmp_path / "det"
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--shots", "1", "--validation", str(val),
+                 "--out", str(det), "--k-neurons", "8", *TINY]) == 0
+    t = json.loads((det / "lake.json").read_text())["threshold"]
+    assert t["method"] == "validation_f1" and t["details"]["n_anomalous"] == len(list((val / "anomaly").iterdir()))
+    assert "pixel_f1" in t["details"]
+    # normal images only (MVTec LOCO validation/good): the quantile rule
+    det2 = tmp_path / "det2"
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--shots", "1", "--validation",
+                 str(val / "good"), "--out", str(det2), "--k-neurons", "8", *TINY]) == 0
+    assert json.loads((det2 / "lake.json").read_text())["threshold"]["method"] == "validation_normal_quantile"
+    # one support image and no validation: no threshold, said
+    det3 = tmp_path / "det3"
+    assert main(["fit", "--normal", str(root / "disc" / "train" / "good"), "--shots", "1", "--out", str(det3),
+                 "--k-neurons", "8", *TINY]) == 0
+    assert "no decision threshold stored" in capsys.readouterr().out
+    assert json.loads((det3 / "lake.json").read_text())["threshold"] is None
+
+
+def test_score_one_file_gives_label_mask_and_contour_overlay(root, fitted, tmp_path):
+    from lake_interp.cli import load_model
+    from lake_interp.lake import Lake
+    from lake_interp.lake.inputs import resize_map
+    from tests.test_predict import check_contour_overlay
+
+    det, _ = fitted
+    image_path = tmp_path / "one.png"
+    Image.open(root / "disc" / "test" / "hole" / "000.png").resize((90, 50)).save(image_path)
+    image = Image.open(image_path).convert("RGB")
+    lake = Lake.load(det, load_model("lake-tiny", "none", "cpu"))
+    r = lake.score([image])
+    full = resize_map(r.maps[0], 50, 90)
+    pixel_t = float(np.sort(full.ravel())[int(0.7 * full.size)])  # a value the map takes (>= vs >); ~30% masked
+    image_t = float(r.image_scores[0]) + 1e-3  # just above the score: labelled normal
+    out = tmp_path / "scored"
+    assert main(["score", "--detector", str(det), "--images", str(image_path), "--out", str(out),
+                 "--threshold", repr(image_t), "--pixel-threshold", repr(pixel_t)]) == 0
+    [row] = read_csv(out / "scores.csv")
+    assert row["label"] == "0" and float(row["image_score"]) == pytest.approx(float(r.image_scores[0]), rel=1e-6)
+    mask = np.asarray(Image.open(out / row["mask"])) > 0
+    expected = full >= pixel_t
+    assert mask.shape == (50, 90) and 0.1 < expected.mean() < 0.5
+    assert np.array_equal(mask, expected)
+    assert float(row["anomalous_pixels"]) == pytest.approx(expected.mean())
+    scale = dict(line.split() for line in (out / "colour_scale.txt").read_text().splitlines())
+    check_contour_overlay(Image.open(out / row["overlay"]), image, full, expected, float(scale["vmin"]), float(scale["vmax"]))
+    assert json.loads((out / "threshold.json").read_text())["method"] == "given"
+    out2 = tmp_path / "scored_low"
+    assert main(["score", "--detector", str(det), "--images", str(image_path), "--out", str(out2),
+                 "--threshold", repr(image_t - 2e-3)]) == 0
+    [row] = read_csv(out2 / "scores.csv")
+    assert row["label"] == "1"  # and the pixel threshold defaults to the image one
+    assert np.array_equal(np.asarray(Image.open(out2 / row["mask"])) > 0, full >= image_t - 2e-3)
+
+
+def test_score_recursive_finds_nested_images_and_names_never_collide(root, fitted, tmp_path, capsys):
+    det, _ = fitted
+    src = Image.open(root / "disc" / "test" / "good" / "000.png")
+    images = tmp_path / "imgs"
+    for rel in ("x.png", "x.jpg", "a__x.png", "a/x.png", "a/b/x.png", "a/b/x_png.png", ".hidden/y.png"):
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        src.save(images / rel)
+    (images / "notes.txt").write_text("not an image")
+    flat = tmp_path / "flat"
+    assert main(["score", "--detector", str(det), "--images", str(images), "--out", str(flat)]) == 0
+    assert len(read_csv(flat / "scores.csv")) == 3  # x.png, x.jpg, a__x.png: sub-folders need --recursive
+    out = images / "scored"  # inside the scored folder: never read back as input
+    assert main(["score", "--detector", str(det), "--images", str(images), "--recursive", "--out", str(out)]) == 0
+    rows = read_csv(out / "scores.csv")
+    assert sorted(r["path"] for r in rows) == sorted(str(images / p) for p in
+                                                     ("x.png", "x.jpg", "a__x.png", "a/x.png", "a/b/x.png", "a/b/x_png.png"))
+    for column in ("maps", "overlay", "mask"):
+        files = [r[column] for r in rows]
+        assert len(set(files)) == len(files)
+        for f in files:
+            assert (out / f).is_file() and (out / f).resolve().parent.parent == out.resolve()
+    assert all(r["label"] in ("0", "1") for r in rows)
+    by_path = {Path(r["path"]).relative_to(images).as_posix(): r["maps"] for r in rows}
+    assert by_path["a/b/x.png"] == "maps/a__b__x_map.png" and by_path["x.jpg"] == "maps/x_jpg_map.png"
+    assert by_path["a/x.png"] != by_path["a__x.png"]  # the same flattened name: told apart by their extension/counter
+    # another run does not read the earlier output folder (a lake-interp manifest) as images to score
+    assert main(["score", "--detector", str(det), "--images", str(images), "--recursive", "--out", str(tmp_path / "o2")]) == 0
+    assert len(read_csv(tmp_path / "o2" / "scores.csv")) == len(rows)
+
+
+def test_cheap_checks_come_before_the_model(root, fitted, tmp_path, capsys, no_model):
+    det, _ = fitted
+    normal = root / "disc" / "train" / "good"
+    fit = ["fit", "--normal", str(normal), "--out", str(tmp_path / "d"), *TINY]
+    cases = [
+        (["fit", "--normal", str(tmp_path / "missing"), "--out", str(tmp_path / "d"), *TINY], "missing"),
+        ([*fit, "--validation", str(tmp_path / "noval")], "noval"),
+        ([*fit, "--validation", str(normal)], "holds support images"),
+        ([*fit, "--shots", "99"], "needs 99 normal images"),
+        ([*fit, "--threshold-quantile", "1.5"], "quantile"),
+        (["fit", "--normal", str(normal), "--out", str(det), *TINY], "already holds a detector"),
+        (["score", "--detector", str(det), "--images", str(tmp_path / "none.png"), "--out", str(tmp_path / "s")], "none.png"),
+        (["score", "--detector", str(det), "--images", str(root / "disc" / "test"), "--out", str(tmp_path / "s")],
+         "--recursive"),
+        (["score", "--detector", str(tmp_path), "--images", str(normal), "--out", str(tmp_path / "s")], "lake.json"),
+        (["demo", "--out", str(tmp_path / "demo"), "--categories", "nosuch", *TINY], "nosuch"),
+        (["demo", "--out", str(tmp_path / "demo"), "--shots", "0", *TINY], "--shots"),
+    ]
+    (tmp_path / "notes.txt").write_text("x")
+    cases.append((["score", "--detector", str(det), "--images", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "s")],
+                  "not an image file"))
+    old = tmp_path / "old_det"  # saved before thresholds: score says what to do
+    old.mkdir()
+    meta = json.loads((det / "lake.json").read_text())
+    del meta["threshold"]
+    (old / "lake.json").write_text(json.dumps(meta))
+    (old / "tensors.safetensors").write_bytes((det / "tensors.safetensors").read_bytes())
+    cases.append((["score", "--detector", str(old), "--images", str(normal), "--out", str(tmp_path / "s")],
+                  "no decision threshold"))
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps({"model": "lake-tiny", "pretrained": None, "dataset": "mvtec",
+                                 "root": str(tmp_path / "no_root"), "categories": ["disc"]}))
+    cases.append((["figures", "--config", str(study), "--out", str(tmp_path / "fig")], "no_root"))
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err, (argv, err)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "d").exists() and not (tmp_path / "fig").exists()
+
+    import argparse
+
+    from lake_interp.cli import check_benchmark_args
+
+    def bench(**kw):
+        base = dict(dataset="mvtec", root=root, categories=None, shots=[1], seeds=[0], out=tmp_path / "b",
+                    config=None, k_neurons=None, text_weight=None)
+        return check_benchmark_args(argparse.Namespace(**{**base, **kw}))
+
+    assert bench() == {}
+    with pytest.raises(ValueError, match="no_root"):
+        bench(root=tmp_path / "no_root")
+    with pytest.raises(ValueError, match="unknown category 'nosuch'"):
+        bench(categories=["nosuch"])
+    with pytest.raises(ValueError, match="--shots"):
+        bench(shots=[0])
+    with pytest.raises(ValueError, match="holds no mvtec category"):
+        bench(root=root / "disc")

@@ -41,6 +41,12 @@ def test_f1_optimal_is_the_brute_force_optimum(seed):
     assert f1_score(labels, scores >= t) == pytest.approx(f1, abs=1e-12)
 
 
+def test_f1_ties_take_the_highest_threshold():
+    # cut at 4: tp 1, fp 0 -> F1 2/3; cut at 1: tp 2, fp 2 -> F1 2/3 as well
+    assert f1_optimal([4.0, 3.0, 2.0, 1.0], [1, 0, 0, 1]) == (4.0, pytest.approx(2 / 3))
+    assert brute_force_f1([4.0, 3.0, 2.0, 1.0], [1, 0, 0, 1]) == (pytest.approx(2 / 3), 4.0)
+
+
 def test_validation_rules_against_brute_force():
     rng = np.random.default_rng(3)
     n, s = 7, 6
@@ -130,11 +136,15 @@ def test_predict_decides_at_the_thresholds(lake, data):
     pix = lake.predict(test, pixel_threshold=0.2)
     assert pix.threshold.image == lake.threshold.image and np.array_equal(pix.masks.numpy(), r.maps.numpy() >= 0.2)
     # at an image's own size: the resized map thresholded; the overlay carries the mask's contour
-    image = test[2].image.resize((90, 50))
-    full, mask = pred.full_size(2, 90, 50)
     from lake_interp.lake.inputs import resize_map
 
-    assert np.array_equal(full, resize_map(r.maps[2], 50, 90)) and np.array_equal(mask, full >= lake.threshold.pixel)
+    image = test[2].image.resize((90, 50))
+    expected_full = resize_map(r.maps[2], 50, 90)
+    at = float(np.sort(expected_full.ravel())[int(0.7 * expected_full.size)])  # a value the map takes: >= vs >
+    pred = lake.predict(test, pixel_threshold=at)
+    full, mask = pred.full_size(2, 90, 50)
+    assert np.array_equal(full, expected_full) and np.array_equal(mask, expected_full >= at)
+    assert 0.2 < mask.mean() < 0.4
     check_contour_overlay(pred.overlay(2, image), image, full, mask)
 
 

@@ -90,8 +90,8 @@ class FolderDataset(AnomalyDataset):
 
 def image_files(path: PathLike, recursive: bool = False, exclude: PathLike | None = None) -> list[Path]:
     """The images to score: `path` itself when it is an image file, else the image files in the
-    folder `path` (with `recursive`, in its sub-folders too; hidden files and folders skipped,
-    symbolic links to folders not followed), sorted; anything under `exclude` (the output folder,
+    folder `path` (with `recursive`, in its sub-folders too; hidden files and folders, symbolic
+    links to folders and folders written by lake-interp (holding its manifest) skipped), sorted; anything under `exclude` (the output folder,
     when it lies inside `path`) is left out. Errors name `path`."""
     path = Path(path)
     if path.is_file():
@@ -104,8 +104,11 @@ def image_files(path: PathLike, recursive: bool = False, exclude: PathLike | Non
         found = list_images(folder)
     else:
         found = []
+        from lake_interp.outputs import MANIFEST
+
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and not (Path(dirpath) / d / MANIFEST).is_file())  # lake-interp's own outputs
             found += [p for p in (Path(dirpath) / f for f in filenames) if is_image(p)]
     if exclude is not None and Path(exclude).exists():
         skip = Path(os.path.realpath(exclude))
