@@ -282,7 +282,8 @@ def _guard_resume(path: Path, spec: BenchmarkSpec, base: LakeConfig, categories:
     if shard is not None:
         current["shard"] = [int(shard[0]), int(shard[1])]
     inputs = {c: input_files(spec, c) for c in categories}  # compared per category, apart from the rest
-    finished = list((path.parent / "cells").glob("*.json")) + list((path.parent / "categories").glob("*.csv"))
+    finished = [p for p in [*(path.parent / "cells").glob("*.json"), *(path.parent / "categories").glob("*.csv")]
+                if not p.name.startswith(".")]  # not temporary files
     stale: set = set()
     if path.is_file() and finished:  # without finished categories there is nothing to resume or lose
         saved = _read_record(path)

@@ -22,6 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
+from lake_interp.outputs import TMP_MARK
 from lake_interp.shards import SHARDS, CellResult, Cell, category_scores, digest, grid, read_cell, same_cell, shard_of
 
 IGNORED = ("shard", "inputs")  # compared apart (inputs) or allowed to differ (shard)
@@ -79,6 +80,8 @@ def collect(runs: list[Path], record: dict) -> tuple[dict[Cell, CellResult], lis
     wanted, found, where = set(cells), {}, {}
     for folder in runs:
         for path in sorted((folder / "cells").glob("*.json")):
+            if path.name.startswith(TMP_MARK):  # a file being written, or left by a killed run
+                continue
             r = read_cell(path)
             if r.cell not in wanted:
                 raise ValueError(f"merge: {path} is the cell {r.cell.name}, which is not in the run's grid")
@@ -94,15 +97,19 @@ def collect(runs: list[Path], record: dict) -> tuple[dict[Cell, CellResult], lis
     return found, [c for c in cells if c not in found]
 
 
-def missing_text(missing: list[Cell], cells: list[Cell], runs: list[Path], out: Path) -> str:
-    """Which cells are missing and who computes them."""
-    counts = sorted({json.loads((r / "run.json").read_text()).get("shard", [0, 1])[1] for r in runs})
-    n = counts[-1]
+def missing_text(missing: list[Cell], cells: list[Cell], runs: list[Path]) -> str:
+    """Which cells are missing, and which shard (and folder, where one was given) computes each."""
+    folders = {}
+    for r in runs:
+        i, n = json.loads((r / "run.json").read_text()).get("shard", [0, 1])
+        folders[i, n] = r
+    n = max(n for _, n in folders)
     lines = []
     for i in range(n):
         mine = [c for c in missing if shard_of(c, cells, n) == i]
         if mine:
-            who = f"shard {i}/{n} ({out / SHARDS / f'{i}-of-{n}'})" if n > 1 else "the unsharded run"
+            folder = folders.get((i, n))
+            who = (f"shard {i}/{n}" if n > 1 else "the unsharded run") + f" ({folder or 'no folder of it was given'})"
             shown = ", ".join(c.name for c in mine[:8]) + (f" and {len(mine) - 8} more" if len(mine) > 8 else "")
             lines.append(f"  {who}: {len(mine)} cell(s): {shown}")
     return "\n".join(lines)
@@ -129,7 +136,7 @@ def merge(sources: Sequence, out=None, partial: bool = False) -> list[dict]:
     found, missing = collect(runs, record)
     if missing and not partial:
         raise ValueError(f"merge: {len(missing)} of {len(cells)} cells are missing (nothing was written):\n"
-                         f"{missing_text(missing, cells, runs, out)}\nrun those shards again with the same arguments "
+                         f"{missing_text(missing, cells, runs)}\nrun those shards again with the same arguments "
                          "(finished cells are skipped), or merge with --partial for tables marked INCOMPLETE")
     spec = spec_of(record)
     rows = [row for c in cells if c in found for row in found[c].rows]
@@ -153,5 +160,5 @@ def merge(sources: Sequence, out=None, partial: bool = False) -> list[dict]:
         output.write_text("summary.md", summary)
     if missing:
         print(f"lake-interp merge: INCOMPLETE: {len(missing)} of {len(cells)} cells missing:\n"
-              f"{missing_text(missing, cells, runs, out)}", file=sys.stderr)
+              f"{missing_text(missing, cells, runs)}", file=sys.stderr)
     return rows
