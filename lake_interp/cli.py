@@ -74,11 +74,14 @@ def with_default_k(config: dict, model) -> dict:
 
 
 def load_model(model: str, pretrained: Optional[str], device: Optional[str], precision: str = "fp32"):
-    from lake_interp.model import HookedCLIP
-    from lake_interp.model.loading import NONE_TAGS
+    from lake_interp.model import HookedCLIP, HookedViT
+    from lake_interp.model.loading import NONE_TAGS, is_timm_name
 
     device = device or ("cuda" if _cuda() else "cpu")
-    hooked = HookedCLIP.from_pretrained(model, pretrained, device=device, precision=precision)
+    if is_timm_name(model):  # a timm ViT (e.g. vit_small_patch14_reg4_dinov2): vision-only, a local checkpoint
+        hooked = HookedViT.from_pretrained(model, pretrained, device=device, precision=precision)
+    else:
+        hooked = HookedCLIP.from_pretrained(model, pretrained, device=device, precision=precision)
     if pretrained in NONE_TAGS:
         print(
             f"*** WARNING: {model} has RANDOM WEIGHTS (--pretrained {pretrained}). Every score and map "
@@ -152,7 +155,7 @@ def cmd_hooks(args) -> int:
     if not names:
         return _fail(f"no hook name starts with {args.filter!r}; e.g. {model.hook_names()[:3]}")
     images = torch.zeros(1, 3, model.image_size, model.image_size, device=model.device, dtype=model.dtype)
-    tokens = model.tokenizer(["a photo of a flawless object"]).to(model.device)
+    tokens = model.tokenizer(["a photo of a flawless object"]).to(model.device) if model.text is not None else None
     with torch.no_grad():
         _, cache = model.run_with_cache(images, tokens)
     print(f"{args.model} ({args.pretrained}): image {model.image_size}px, grid {model.grid_size}x{model.grid_size}")

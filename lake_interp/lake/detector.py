@@ -13,7 +13,7 @@ from lake_interp.lake.config import LakeConfig
 from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
 from lake_interp.lake.inputs import image_sources, is_single_image, iter_batches, to_batch
 from lake_interp.lake.neurons import NeuronSet, criterion_scores
-from lake_interp.lake.semantic import anomaly_probability, text_features
+from lake_interp.lake.semantic import anomaly_probability, require_text_tower, text_features
 from lake_interp.lake.sites import hook_names
 from lake_interp.lake.threshold import DEFAULT_QUANTILE, NO_THRESHOLD, Prediction, Threshold, from_validation, predict_from
 from lake_interp.model.hook_sites import channel_width
@@ -51,6 +51,8 @@ class Lake:
         self.model = model
         self.config = config or LakeConfig()
         self.class_name = class_name
+        if self.uses_semantic:
+            require_text_tower(model, self.config.text_weight)  # a vision-only model: refused before any work
         n_layers = model.cfg.vision.n_layers
         self.hooks = hook_names(self.config.sites, self.config.layers, n_layers)
         self.semantic_hooks = hook_names(("hook_resid_post",), self.config.semantic_layers, n_layers)

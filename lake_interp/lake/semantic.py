@@ -13,9 +13,22 @@ def prompts(states: Sequence[str], templates: Sequence[str], class_name: str) ->
     return [t.format(s.format(class_name)) for s in states for t in templates]
 
 
+def require_text_tower(model, text_weight: float | None = None) -> None:
+    """ValueError where the semantic branch cannot run: the model has no text tower (a vision-only
+    HookedViT, e.g. DINOv2)."""
+    if getattr(model, "text", None) is not None:
+        return
+    weight = "" if text_weight is None else f" (text_weight={text_weight:g} > 0)"
+    name = getattr(model.cfg, "name", None) or type(model).__name__
+    raise ValueError(f"LAKE's semantic branch{weight} compares patch tokens with text prompts, but model {name!r} "
+                     f"has no text tower (vision-only): methods that need text (text_dense, WinCLIP, LAKE with "
+                     f"text_weight > 0) cannot run on it; for LAKE use text_weight=0 (CLI: --text-weight 0)")
+
+
 @torch.no_grad()
 def text_features(model, class_name: str, normal_states, anomalous_states, templates) -> torch.Tensor:
     """[2, embed_dim]: unit mean of the unit prompt embeddings of the normal and anomalous states."""
+    require_text_tower(model)
     feats = []
     for states in (normal_states, anomalous_states):
         tokens = model.tokenizer(prompts(states, templates, class_name)).to(model.device)

@@ -85,7 +85,8 @@ class HookedCLIP(HookedRootModule):
         # the package's preprocessing (squash, no crop: what LAKE and the tools use), PIL image -> [3, S, S]
         self.preprocess = SquashPreprocess(cfg.vision.image_size, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
         self.open_clip_preprocess = preprocess  # open_clip's eval transform (most models: resize + centre crop)
-        self.tokenizer = tokenizer  # open_clip's tokenizer: list[str] -> [n, context_length]
+        # open_clip's tokenizer: list[str] -> [n, context_length]; vision-only: one that refuses, saying why
+        self.tokenizer = tokenizer if cfg.text is not None else _NoTokenizer(self)
         self.image_mean: tuple[float, ...] = OPENAI_DATASET_MEAN  # per-channel normalisation of inputs
         self.image_std: tuple[float, ...] = OPENAI_DATASET_STD
         self.pretrained: Optional[str] = None  # tag or checkpoint path the weights came from
@@ -163,8 +164,9 @@ class HookedCLIP(HookedRootModule):
         """ValueError naming `what` where the model has no text tower."""
         if self.text is None:
             raise ValueError(f"{what} needs a text tower; {self.cfg.name or type(self).__name__!r} is vision-only "
-                             f"({self.cfg.vision.original_architecture}). Use an image-only method, or for LAKE "
-                             f"text_weight=0 (--text-weight 0)")
+                             f"({self.cfg.vision.original_architecture}): methods that need text (text_dense, "
+                             f"WinCLIP, LAKE with text_weight > 0) cannot run on it; for LAKE use text_weight=0 "
+                             f"(--text-weight 0)")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -284,6 +286,21 @@ class HookedCLIP(HookedRootModule):
     def blocks(self):
         """The vision tower's blocks (TransformerLens's `model.blocks`); `model.text.blocks` for text."""
         return self.visual.blocks
+
+
+class _NoTokenizer:
+    """The tokenizer of a vision-only model: calling it raises the model's ValueError (no text tower)."""
+
+    def __init__(self, model: "HookedCLIP"):
+        self._model = model.cfg.name or type(model).__name__
+
+    def __repr__(self) -> str:
+        return f"no tokenizer ({self._model!r} has no text tower)"
+
+    def __call__(self, texts, *args, **kwargs):
+        raise ValueError(f"tokenizing text needs a text tower; {self._model!r} is vision-only: methods that need "
+                         f"text (text_dense, WinCLIP, LAKE with text_weight > 0) cannot run on it; for LAKE use "
+                         f"text_weight=0 (--text-weight 0)")
 
 
 def _preprocess_cfg(oc: nn.Module, image_size: int) -> PreprocessCfg:

@@ -127,3 +127,86 @@ def _download_error(name: str, tag: str, cause: Exception) -> RuntimeError:
         f"with QuickGELU (the openai tag) name the '-quickgelu' model, e.g. ViT-B-16-quickgelu. A smoke test "
         f"that needs no weights: --model lake-tiny --pretrained none (random weights, meaningless scores)."
     )
+
+
+# ------------------------------------------------------------------------------------ timm (vision-only)
+def is_timm_name(name: str) -> bool:
+    """Whether `name` is a timm model name that is not an open_clip model name."""
+    if not isinstance(name, str) or name in open_clip.list_models() or name.startswith(("hf-hub:", "local-dir:")):
+        return False
+    import timm
+
+    return timm.is_model(name)
+
+
+def read_state_dict(path: str) -> dict:
+    """A state dict from a local file: safetensors, or a torch file read with weights_only=True
+    (a dict nested under 'model' or 'state_dict' is unwrapped); errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file {path!r} does not exist (--pretrained)")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(p))
+        else:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path!r} could not be read as safetensors or a weights-only torch file: "
+                         f"{type(e).__name__}: {e}") from e
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path!r} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+TIMM_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+                   "pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}
+
+
+def load_timm(name: str, pretrained: Optional[str], img_size: Optional[int] = None, device=None,
+              precision: str = "fp32") -> nn.Module:
+    """A timm VisionTransformer / Eva by name in eval mode, built with pretrained=False, then the weights
+    of the local checkpoint `pretrained` (timm's layout or torch-hub DINOv2's, through timm's own
+    checkpoint filter: key renames, register tokens, position resampling), or random weights for None."""
+    import timm
+
+    from lake_interp.model.convert import timm_family, timm_module
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ValueError(f"unknown model {name!r}: expected an open_clip model name (open_clip.list_models()), "
+                         f"a timm model name (timm.list_models(), e.g. vit_small_patch14_reg4_dinov2), or 'lake-tiny'")
+    if timm_family(name) is None:
+        raise NotImplementedError(f"{name}: timm {timm_module(name)} models are not supported by HookedViT "
+                                  f"(only timm VisionTransformer and Eva)")
+    if precision not in TIMM_PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {sorted(TIMM_PRECISIONS)}")
+    if device is not None:
+        check_device(device)
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise FileNotFoundError(
+            f"checkpoint file {pretrained!r} does not exist (--pretrained): timm models load from a local file "
+            f"(safetensors or a torch state dict, timm's or torch-hub DINOv2's layout), or 'none' for random weights")
+    kwargs = {} if img_size is None else {"img_size": int(img_size)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # random weights are the same in every process
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained is not None:
+        state = read_state_dict(pretrained)
+        module = __import__(type(model).__module__, fromlist=["checkpoint_filter_fn"])
+        where = f"checkpoint {pretrained!r} does not fit timm model {name!r}" + (
+            "" if img_size is None else f" at img_size={img_size}")
+        try:
+            if hasattr(module, "checkpoint_filter_fn"):
+                state = module.checkpoint_filter_fn(state, model)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except Exception as e:  # shape mismatches, a layout timm's filter cannot read
+            raise ValueError(f"{where}: {type(e).__name__}: {str(e)[:400]}") from e
+        if missing or unexpected:
+            raise ValueError(f"{where}: {len(missing)} missing parameters {missing[:4]}, {len(unexpected)} unexpected "
+                             f"{unexpected[:4]} (expected timm's or torch-hub DINOv2's layout of this architecture)")
+    model = model.to(device=device or "cpu", dtype=TIMM_PRECISIONS[precision])
+    return model.eval()
