@@ -61,9 +61,9 @@ CONFIGS = {
                                               image_score="top_mean", top_fraction=0.05, sigma=1.5),
     # semantic only on block 1's tokens, no smoothing: the graph stops after block 2
     "semantic_only": dict(text_weight=1.0, semantic_layers=(1,), sigma=0.0, **FEW_PROMPTS),
-    # every channel (criterion "all") of the last block, text weight 0.6, a blur wider than the map's
-    # half (replicate padding)
-    "all_channels_wide_blur": dict(criterion="all", text_weight=0.6, sigma=10.0, layers=(-1,), **FEW_PROMPTS),
+    # every channel (criterion "all") of the last block, text weight 0.6, a blur as wide as the map
+    # side (radius 64 on a 64 px map: replicate padding)
+    "all_channels_wide_blur": dict(criterion="all", text_weight=0.6, sigma=16.0, layers=(-1,), **FEW_PROMPTS),
 }
 BLOCKS_RUN = {"default": 4, "visual_mlp_ln1_euclid_std_topmean": 2, "semantic_only": 2, "all_channels_wide_blur": 4}
 
@@ -166,6 +166,7 @@ def test_cli_fit_export_onnxruntime(normal_dir, tmp_path, capsys, monkeypatch):
     meta = json.loads((det / "lake.json").read_text())
     assert info["model"]["name"] == "lake-tiny" and info["class_name"] == "tile"
     assert info["neurons"] == {h: v["indices"] for h, v in meta["neurons"]["neurons"].items()}
+    assert info["threshold"] == meta.get("threshold")  # the detector's stored threshold, where it has one
 
     model = cli.load_model("lake-tiny", "none", "cpu")
     lake = Lake.load(det, model)
