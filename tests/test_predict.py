@@ -213,3 +213,33 @@ def test_threshold_values_are_checked():
         Threshold(0.1, 0.1, "guess")
     with pytest.raises(ValueError, match="at least one anomalous"):
         f1_optimal([0.1, 0.2], [0, 0])
+
+
+def test_one_default_k_rule(tiny_model, capsys):
+    """The paper's K = 100 where the hooks are wide enough, a quarter of the narrowest hook's channels
+    otherwise, said on stdout: LakeConfig.for_model and the CLI's with_default_k agree."""
+    from types import SimpleNamespace
+
+    from lake_interp.cli import with_default_k
+
+    d_model, d_mlp = tiny_model.cfg.vision.d_model, tiny_model.cfg.vision.d_mlp
+    assert LakeConfig.for_model(tiny_model).k_neurons == d_model // 4 == 16
+    assert f"k_neurons 16 (a quarter of the {d_model} channels" in capsys.readouterr().out
+    assert LakeConfig.for_model(tiny_model, sites=["mlp.hook_post"]).k_neurons == d_mlp // 4
+    assert LakeConfig.for_model(tiny_model, sites=["mlp.hook_post", "hook_resid_post"]).k_neurons == d_model // 4
+    assert LakeConfig.for_model(tiny_model, k_neurons=5).k_neurons == 5
+    assert capsys.readouterr().out.count("a quarter of") == 2  # said where chosen, not where given
+    assert with_default_k({}, tiny_model) == {"k_neurons": 16}
+    assert with_default_k({"sites": ["mlp.hook_post"]}, tiny_model)["k_neurons"] == d_mlp // 4
+    assert with_default_k({"k_neurons": 3}, tiny_model) == {"k_neurons": 3}
+    wide = SimpleNamespace(cfg=SimpleNamespace(name="wide", vision=SimpleNamespace(n_layers=12)))
+    import lake_interp.model.hook_sites as hook_sites
+
+    original = hook_sites.channel_width
+    try:
+        hook_sites.channel_width = lambda model, hook: 768  # a ViT-B-wide stand-in
+        capsys.readouterr()
+        assert LakeConfig.for_model(wide).k_neurons == 100 and with_default_k({}, wide) == {}
+        assert capsys.readouterr().out == ""  # the paper's K: nothing to say
+    finally:
+        hook_sites.channel_width = original
