@@ -4,6 +4,7 @@ outputs equal `Lake.score` (the reference) to 1e-4, at batch sizes other than th
 import copy
 import io
 import json
+import shutil
 import time
 import warnings
 
@@ -190,6 +191,12 @@ def test_cli_fit_export_onnxruntime(normal_dir, tmp_path, capsys, monkeypatch):
     assert "lake.json" in capsys.readouterr().err
     assert main(["export", "--detector", str(det), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    half = tmp_path / "det16"
+    shutil.copytree(det, half)
+    meta["model"]["dtype"] = "fp16"
+    (half / "lake.json").write_text(json.dumps(meta))
+    assert main(["export", "--detector", str(half), "--out", str(tmp_path / "h.onnx")]) == 2
+    assert "fitted in fp16" in capsys.readouterr().err
 
 
 def test_perf_section_times_onnxruntime_against_torch(tiny_model):

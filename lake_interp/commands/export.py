@@ -8,8 +8,6 @@ FORMATS = ("onnx",)
 
 
 def add_parsers(sub) -> None:
-    from lake_interp.cli import add_device_args
-
     p = sub.add_parser("export", help="a fitted detector as one ONNX graph: preprocessed images -> image scores and maps",
                        description="Write the detector of --detector as one ONNX graph (dynamic batch): the vision "
                                    "tower up to the last block the detector reads, the bank search on its neurons, "
@@ -23,7 +21,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="file to write (.onnx), and OUT.json beside it")
     p.add_argument("--model", default=None, help="model name (default: the detector's)")
     p.add_argument("--pretrained", default=None, help="pretrained tag or checkpoint path (default: the detector's)")
-    add_device_args(p, default_precision=None)
+    p.add_argument("--device", default="cpu",
+                   help="device the graph is traced on (default cpu; onnxruntime runs it wherever it is told)")
     p.set_defaults(func=run_export_command)
 
 
@@ -37,12 +36,11 @@ def run_export_command(args) -> int:
     require_onnx()
     saved = read_meta(args.detector)["model"]
     check_target(args.out)
-    precision = args.precision or saved.get("dtype", "fp32")
+    precision = saved.get("dtype", "fp32")
     if precision != "fp32":
         raise ValueError(f"--detector {args.detector} was fitted in {precision}: only fp32 detectors are exported "
-                         "(refit with --precision fp32)")
-    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device or "cpu",
-                       precision)
+                         "(the graph is fp32; refit with --precision fp32)")
+    model = load_model(args.model or saved["name"], args.pretrained or saved["pretrained"], args.device, precision)
     lake = Lake.load(args.detector, model)
     path = export_onnx(lake, args.out, command="lake-interp export")
     print(f"wrote {path} (input 'images' [batch, 3, {model.image_size}, {model.image_size}], preprocessed as "
