@@ -1,8 +1,10 @@
 """timm `Eva` vision towers (EVA02, PE-Core, ...) as open_clip's `TimmModel` wraps them, hooked.
 
-Built by `components.towers` for `VisionConfig.family == "timm_eva"`; read off a timm model by
-`eva_vision_config` / `eva_state_dict` (called from `convert.py`). Anything of timm's `Eva` this
-module does not reproduce exactly raises `NotImplementedError` naming the model and the option.
+Built by `components.towers.make_vision_tower` for `VisionConfig.family == "timm_eva"`; read off a
+timm model by `config_from_timm_eva` / `state_dict_from_timm_eva` (called from `convert_timm.py`).
+Anything of timm's `Eva` this module does not reproduce exactly raises `NotImplementedError` naming
+the model and the option (post-norm blocks as EVA02-E-14's, mixed / DINOv3 rotary tables,
+grouped-query attention, dynamic image size, max pooling, towers without absolute positions, ...).
 
 What differs from open_clip's `VisionTransformer` (`components/vision.py`), hook by hook:
 - Tokens: `n_prefix` prefix tokens (the class token, if any, at position 0, then the register
@@ -10,8 +12,9 @@ What differs from open_clip's `VisionTransformer` (`components/vision.py`), hook
   model has them: over the prefix too unless timm's `no_embed_class`), `hook_embed` after them.
 - Rotary position embeddings (timm `use_rot_pos_emb`, RotaryEmbeddingCat): queries and keys of the
   patch tokens are rotated (prefix tokens are not). As in TransformerLens, `attn.hook_q` / `hook_k`
-  are BEFORE the rotation (after QK-norm where the model has it, as `components/attention.py`) and
-  `attn.hook_rot_q` / `hook_rot_k` AFTER it: what the scores read. The rotation table is a buffer
+  are BEFORE the rotation and `attn.hook_rot_q` / `hook_rot_k` AFTER it: what the scores read. With
+  QK-norm, `hook_q` / `hook_k` are after the norm (this package's convention for every tower,
+  `components/attention.py`; TransformerLens has them before its QK-norm). The rotation table is a buffer
   (`rope`, [grid**2, 2 * d_head]: sin then cos) read off the timm model, not a parameter. So
   `W_Q`/`W_K` (and `QK`) are the projections before the rotation, not the scores' bilinear form.
 - Attention sub-LayerNorm (EVA02 `scale_attn_inner`, timm `attn.norm`): a LayerNorm over the
@@ -27,9 +30,10 @@ What differs from open_clip's `VisionTransformer` (`components/vision.py`), hook
   LayerScale) holds for the neuron decompositions, as TransformerLens's `hook_post` after its SoLU
   LayerNorm. Plain GELU MLPs (PE-Core) are the open_clip `MLP` component.
 - LayerScale (`gamma_1` / `gamma_2`) as `ls1` / `ls2`; `hook_attn_out` / `hook_mlp_out` after it.
-- Head: `ln_post` (timm `norm`, per token), then pooling (class token, patch mean, or the attention
-  pool of PE-Core / SigLIP: `attn_pool`), `fc_norm` where present, `hook_pooled`, the projection
-  (timm's head Linear or open_clip's TimmModel head proj, with its bias), `hook_image_embed`.
+- Head: `ln_post` (timm `norm`, per token), then pooling (class token, patch mean, or PE-Core's
+  attention pool `attn_pool`, which in timm's Eva reads every token, the prefix included), `fc_norm`
+  where present, `hook_pooled`, the projection (timm's head Linear or open_clip's TimmModel head
+  proj, with its bias), `hook_image_embed`.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from transformer_lens.hook_points import HookPoint
@@ -270,7 +273,8 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
         raise _unsupported(name, "without blocks")
     for i, block in enumerate(trunk.blocks):
         if type(block) is not TimmEvaBlock:
-            raise _unsupported(name, f"block {i} type {type(block).__name__}", "use_post_norm: only the pre-norm EvaBlock")
+            raise _unsupported(name, f"block {i} type {type(block).__name__}",
+                               "use_post_norm: only the pre-norm EvaBlock")
     first = trunk.blocks[0]
     eps = first.norm1.eps
     for i, block in enumerate(trunk.blocks):
@@ -282,7 +286,8 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
     (h, w), (ph, pw) = pe.img_size, pe.patch_size
     if h != w or ph != pw:
         raise _unsupported(name, f"non-square img_size {pe.img_size} / patch_size {pe.patch_size}")
-    if not _is_identity(pe.norm) or not pe.flatten or type(pe.proj) is not nn.Conv2d or getattr(pe, "dynamic_img_pad", False):
+    if (not _is_identity(pe.norm) or not pe.flatten or type(pe.proj) is not nn.Conv2d
+            or getattr(pe, "dynamic_img_pad", False)):
         raise _unsupported(name, "patch embedding with a norm, padding, unflattened output or a non-conv projection")
     if pe.proj.stride != pe.proj.kernel_size or pe.proj.padding != (0, 0):
         raise _unsupported(name, "patch embedding with overlapping patches")
