@@ -19,6 +19,7 @@ from timm.models import model_entrypoint, register_model
 from lake_interp import HookedCLIP
 from lake_interp.model import hook_sites
 from lake_interp.model.components.eva import EvaTower, config_from_timm_eva, state_dict_from_timm_eva
+from lake_interp.model.convert import check_model_config
 from lake_interp.model.tokens import patch_tokens
 from tests.conftest import perturbed
 
@@ -314,3 +315,17 @@ def test_unsupported_options_refused_by_name(case):
     with pytest.raises(NotImplementedError, match="my-eva") as err:
         config_from_timm_eva(trunk, trunk.head, "my-eva")
     assert option in str(err.value) and "not supported by HookedCLIP" in str(err.value)
+
+
+def test_refused_from_the_open_clip_config_before_anything_is_built(monkeypatch):
+    """EVA02-E-14 (post-norm blocks) is refused by name from its config: the trunk is read on the meta
+    device, open_clip never builds (or downloads) the 4.4B-parameter model."""
+    def no_build(*args, **kwargs):
+        raise AssertionError("open_clip.create_model called")
+
+    monkeypatch.setattr(open_clip, "create_model", no_build)
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_build)
+    with pytest.raises(NotImplementedError, match="EVA02-E-14: timm Eva block 0 type EvaBlockPostNorm"):
+        HookedCLIP.from_pretrained("EVA02-E-14", pretrained=None)
+    for name in NAMES:  # and the supported ones pass the same check
+        check_model_config(name)

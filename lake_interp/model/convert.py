@@ -44,7 +44,7 @@ def check_model_config(name: str) -> None:
     if timm_name and timm_family(timm_name) == "timm_eva":
         from lake_interp.model.components.towers import eva_attr
 
-        eva_attr(name, "config_from_timm_eva")  # refused by name before anything is built where Eva is missing
+        eva_attr(name, "check_timm_eva")(cfg, name)  # refused by name before anything is built or downloaded
 
 
 def timm_module(timm_name: str) -> str:

@@ -434,3 +434,18 @@ def state_dict_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear]) -> dic
     if head is not None:
         _linear(out, "head", head.weight, head.bias)
     return out
+
+
+def check_timm_eva(model_cfg: dict, name: str) -> None:
+    """Refuse, from an open_clip model config alone, an Eva tower `config_from_timm_eva` would refuse:
+    the timm trunk is built on the meta device (no memory, no weights, no download), as open_clip's
+    TimmModel builds it, and read. NotImplementedError naming the model and the option."""
+    import timm
+
+    vision = model_cfg.get("vision_cfg", {})
+    proj = vision.get("timm_proj", "linear")
+    n_classes = model_cfg.get("embed_dim", 0) if not proj else 0  # no extra proj: timm's head is it
+    with torch.device("meta"):
+        trunk = timm.create_model(vision["timm_model_name"], pretrained=False, num_classes=n_classes,
+                                  global_pool=vision.get("timm_pool", "avg"))
+    config_from_timm_eva(trunk, trunk.head if isinstance(trunk.head, nn.Linear) else None, name)
