@@ -18,6 +18,7 @@ onnx = pytest.importorskip("onnx")
 
 from lake_interp.cli import main  # noqa: E402
 from lake_interp.lake import Lake, LakeConfig  # noqa: E402
+from lake_interp.lake import onnx_export  # noqa: E402
 from lake_interp.lake.onnx_export import (OUTPUT_NAMES, LakeGraph, export_graph, export_onnx,  # noqa: E402
                                           export_problems, sidecar_path)
 from lake_interp.outputs import OutputError  # noqa: E402
@@ -111,13 +112,18 @@ def test_vit_b16_random_graph_equals_lake_score():
     print(f"ViT-B-16 export check: {time.perf_counter() - t0:.1f} s")
 
 
-def test_refuses_what_it_cannot_reproduce(tiny_model):
+def test_refuses_what_it_cannot_reproduce(tiny_model, monkeypatch):
     lake = Lake(tiny_model, LakeConfig(k_neurons=8), "bottle")
     assert any("not fitted" in p for p in export_problems(lake))
     with pytest.raises(ValueError, match="not fitted"):
         export_graph(lake, io.BytesIO())
     half = Lake(copy.deepcopy(tiny_model).half(), LakeConfig(k_neurons=8), "bottle")
     assert any("model dtype fp16" in p for p in export_problems(half))
+    fitted = Lake(tiny_model, LakeConfig(k_neurons=8, **FEW_PROMPTS), "bottle").fit(images(1, tiny_model.image_size, 0))
+    assert export_problems(fitted) == []
+    monkeypatch.setattr(onnx_export, "SUPPORTED_FAMILIES", ("timm_vit",))  # as if lake-tiny's tower were not checked
+    with pytest.raises(ValueError, match="vision tower family 'open_clip'"):
+        export_graph(fitted, io.BytesIO())
 
 
 def test_export_onnx_writes_graph_and_sidecar_through_output_policy(tiny_model, tiny_lake, tmp_path):

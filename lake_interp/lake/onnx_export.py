@@ -74,7 +74,7 @@ def export_problems(lake) -> list[str]:
     if model.dtype != torch.float32:
         name = PRECISION_NAMES.get(model.dtype, str(model.dtype))
         problems.append(f"model dtype {name}: only fp32 detectors are exported (onnxruntime's CPU kernels are fp32; "
-                        f"a {name} detector's scores would not be reproduced); fit and export with --precision fp32")
+                        f"a {name} detector's scores would not be reproduced); refit in fp32 (CLI: --precision fp32)")
     family = getattr(model.cfg.vision, "family", "open_clip")
     if family not in SUPPORTED_FAMILIES:
         problems.append(f"vision tower family {family!r}: only {SUPPORTED_FAMILIES} towers are exported (the others' "
