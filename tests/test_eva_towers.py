@@ -329,3 +329,15 @@ def test_refused_from_the_open_clip_config_before_anything_is_built(monkeypatch)
         HookedCLIP.from_pretrained("EVA02-E-14", pretrained=None)
     for name in NAMES:  # and the supported ones pass the same check
         check_model_config(name)
+
+
+def test_bare_timm_eva_through_hooked_vit():
+    """A timm Eva without open_clip (HookedViT.from_timm, vision only) is the same EvaTower."""
+    from lake_interp.model.hooked_vit import HookedViT
+
+    trunk = small_trunk("eva02_ls_reg_qknorm_half")
+    model = HookedViT.from_timm(trunk, "eva02-small")
+    x = images()
+    with torch.no_grad():
+        assert rel(model.encode_image(x), trunk(x)) < 1e-5
+    assert model.cfg.vision.family == "timm_eva" and model.n_prefix == 3 and model.text is None
