@@ -46,9 +46,9 @@ def computed(monkeypatch):
     seen = []
     original = bench._run_category
 
-    def spy(model, spec, base, category, bar):
+    def spy(model, spec, base, category, *rest):
         seen.append(category)
-        return original(model, spec, base, category, bar)
+        return original(model, spec, base, category, *rest)
 
     monkeypatch.setattr(bench, "_run_category", spy)
     return seen
