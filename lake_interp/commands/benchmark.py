@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lake_interp.cli import add_config_args, add_model_args, config_dict, load_model, with_default_k
+from lake_interp.cli import add_config_args, add_model_args, check_benchmark_args, load_model, with_default_k
 
 
 def add_parsers(sub) -> None:
@@ -55,7 +55,7 @@ def run_benchmark_command(args) -> int:
     spec = BenchmarkSpec(
         dataset=args.dataset, root=str(args.root), model=args.model, pretrained=args.pretrained,
         categories=args.categories, shots=args.shots, seeds=args.seeds, methods=args.methods,
-        config=config_dict(args), resolution=args.resolution,
+        config=check_benchmark_args(args), resolution=args.resolution,  # --out, --root, categories: before the model
     )
     shard = _check_sharding(args)
     if args.executor != "local":
