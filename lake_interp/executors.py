@@ -11,6 +11,7 @@ submitit is an optional extra (`pip install lake-interp[cluster]`), imported onl
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -52,8 +53,10 @@ def shard_finished(out, spec, categories: list[str], index: int, count: int) -> 
     return all(finished(folder, c, run, digest(record["inputs"].get(c.category))) for c in cells)
 
 
-def make_executor(kind: str, folder: Path, partition: Optional[str], gpus: Optional[int], timeout_min: float,
+def make_executor(kind: str, folder: Path, partition: Optional[str], gpus: Optional[int], timeout_min: int,
                   name: str = "lake-interp-benchmark"):
+    """A submitit executor: Slurm (`submitit`, one GPU per job by default) or local processes."""
+    timeout_min = int(math.ceil(timeout_min))  # submitit's AutoExecutor takes whole minutes only
     try:
         import submitit
     except ModuleNotFoundError:
@@ -74,8 +77,14 @@ def make_executor(kind: str, folder: Path, partition: Optional[str], gpus: Optio
     return executor
 
 
+def submit_shards(executor, spec, model: dict, out, shards: list[int], jobs: int) -> list:
+    """One job per shard index of `shards` (of `jobs`), as one job array where the executor has them."""
+    n = len(shards)
+    return executor.map_array(shard_job, [spec] * n, [model] * n, [str(out)] * n, list(shards), [jobs] * n)
+
+
 def run_jobs(spec, model: dict, out, jobs: int, kind: str = "submitit", partition: Optional[str] = None,
-             gpus: Optional[int] = None, timeout_min: float = 240.0) -> list[dict]:
+             gpus: Optional[int] = None, timeout_min: int = 240) -> list[dict]:
     """Submit the unfinished shards of `jobs` as jobs, wait, merge into `out`; returns the merged rows.
     A failed job is reported (its error and log); the merge then refuses, naming the missing cells."""
     from lake_interp.data import DATASETS
@@ -94,8 +103,7 @@ def run_jobs(spec, model: dict, out, jobs: int, kind: str = "submitit", partitio
     failures = []
     if pending:
         executor = make_executor(kind, out / LOGS, partition, gpus, timeout_min)
-        submitted = executor.map_array(shard_job, [spec] * len(pending), [model] * len(pending),
-                                       [str(out)] * len(pending), pending, [jobs] * len(pending))
+        submitted = submit_shards(executor, spec, model, out, pending, jobs)
         print(f"lake-interp benchmark: submitted {len(submitted)} shard job(s) ({kind}): "
               + ", ".join(f"{i}/{jobs} as {j.job_id}" for i, j in zip(pending, submitted)), file=sys.stderr)
         for i, job in zip(pending, submitted):

@@ -256,3 +256,32 @@ def test_test_split_embedded_once_per_category_with_the_per_fit_numbers(root, ti
             values, scores = expected[method, seed]
             np.testing.assert_allclose([row[m] for m in METRICS], [values[m] for m in METRICS], rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(cell.scores[method], scores, rtol=1e-5, atol=1e-7)
+
+
+def test_slurm_submission_of_the_shard_jobs(root, tmp_path, monkeypatch):
+    """Without a cluster: sbatch and srun faked on PATH; the job array submitit writes for the shards."""
+    pytest.importorskip("submitit")
+    from lake_interp.benchmark import BenchmarkSpec
+    from lake_interp.executors import make_executor, shard_job, submit_shards
+
+    spec = BenchmarkSpec("mvtec", str(root), "lake-tiny", "none", shots=(1,), seeds=(0, 1), methods=("knn_all",))
+    with pytest.raises(RuntimeError, match="sbatch is not on this machine's PATH.*submitit-local"):
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        make_executor("submitit", tmp_path / "logs", "gpu", None, 30)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
+    (bin_ / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    executor = make_executor("submitit", tmp_path / "logs", "gpu", None, 29.5)
+    jobs = submit_shards(executor, spec, {"model": "lake-tiny"}, tmp_path / "b", [0, 2], 3)
+    assert [j.job_id for j in jobs] == ["4242_0", "4242_1"]
+    script = (tmp_path / "logs" / "4242_submission.sh").read_text()
+    for line in ("#SBATCH --array=0-1", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=30",
+                 "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1"):
+        assert line in script
+    calls = [j.submission() for j in jobs]
+    assert all(c.function is shard_job for c in calls)
+    assert [c.args[2:] for c in calls] == [(str(tmp_path / "b"), 0, 3), (str(tmp_path / "b"), 2, 3)]

@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--jobs", type=int, help="number of shard jobs (--executor submitit / submitit-local)")
     g.add_argument("--slurm-partition", help="Slurm partition of the jobs (default: the cluster's)")
     g.add_argument("--gpus-per-job", type=int, help="GPUs per job (default: 1 with submitit, 0 with submitit-local)")
-    g.add_argument("--timeout-min", type=float, default=240.0, help="time limit of each job in minutes (default 240)")
+    g.add_argument("--timeout-min", type=int, default=240, help="time limit of each job in minutes (default 240)")
     add_model_args(p)
     add_config_args(p)
     p.set_defaults(func=run_benchmark_command)
