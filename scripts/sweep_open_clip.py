@@ -1,14 +1,18 @@
 """Sweep every open_clip model name through HookedCLIP, offline, at a test-friendly size.
 
 For each name in `open_clip.list_models()`:
-- refused from its config (timm / Hugging Face towers, ResNets, CoCa, ...): the NotImplementedError
-  must name the model; where the architecture can be built small offline (ResNets, CoCa), the built
-  model is refused by name too;
+- refused from its config (timm towers other than VisionTransformer / Eva, Hugging Face text towers,
+  ResNets, CoCa, ...): the NotImplementedError must name the model; where the architecture can be
+  built small offline (ResNets, CoCa), the built model is refused by name too;
 - otherwise open_clip builds it with random weights (`pretrained=None`) and 2-block towers of width 64
-  (image size, patch size, vocabulary, context length, pooling and embed_dim as in the config), and
-  HookedCLIP must equal it: image and text embeddings to 1e-5 relative (max |diff| / max |ref|), the
-  tokenizer must give open_clip's ids, and two different prompts must get different text embeddings.
-  Without `name=` the tokenizer must be the one open_clip's config names, or be refused.
+  (image size, patch size, vocabulary, context length, pooling as in the config; embed_dim 64 for
+  timm towers), and HookedCLIP must equal it: image and text embeddings to 1e-5 relative (max |diff| /
+  max |ref|), the tokenizer must give open_clip's ids, and two different prompts must get different
+  text embeddings. Without `name=` the tokenizer must be the one open_clip's config names, or be refused.
+- timm towers (SigLIP, SigLIP2: timm VisionTransformer; EVA, PE-Core: timm Eva) are built by timm
+  with the model's own timm name and options, made small through timm's kwargs (SMALL_TIMM: depth
+  2, width 64, 2 heads). Their Hugging Face hub tokenizers (SigLIP's) cannot be had offline and have
+  no stand-in here: the offline refusal is checked, and the text tower on the same token ids in both.
 
 The references are open_clip's own: its forward, `open_clip.get_tokenizer(name)` for the CLIP
 tokenizer, and for Hugging Face tokenizers (which cannot be downloaded here) open_clip's
@@ -22,6 +26,7 @@ open_clip's `text_cfg` by this script. Nothing is downloaded: HF_HUB_OFFLINE=1 i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,7 +42,7 @@ import torch  # noqa: E402
 
 import lake_interp.model.loading  # noqa: E402,F401  (registers lake-tiny)
 from lake_interp import HookedCLIP  # noqa: E402
-from lake_interp.model.convert import check_model_config  # noqa: E402
+from lake_interp.model.convert import check_model_config, timm_family  # noqa: E402
 from lake_interp.model.tokenizer import TokenizerUnavailableError  # noqa: E402
 
 REL_TOL = 1e-5
@@ -45,6 +50,7 @@ PROMPTS = ["a photo of a scratched metal bottle", "a flawless wooden surface"]
 FAST_FAIL_S = 5.0
 SMALL_VISION = {"layers": 2, "width": 64, "head_width": 32}
 SMALL_TEXT = {"layers": 2, "width": 64, "heads": 2}
+SMALL_TIMM = {"depth": 2, "embed_dim": 64, "num_heads": 2}  # timm.create_model kwargs of a small timm trunk
 
 # Special tokens (ids as on the hub) and templates of the Hugging Face tokenizers open_clip's
 # configs name, for offline stand-ins: the words get ids from 1000 up.
@@ -94,22 +100,39 @@ def small_config(name: str) -> dict:
     if not text.get("hf_model_name"):
         text.update(SMALL_TEXT)
     out = {"vision_cfg": vision, "text_cfg": text}
+    if vision.get("timm_model_name"):
+        out["embed_dim"] = SMALL_TIMM["embed_dim"]
     if "multimodal_cfg" in cfg:
         out["multimodal_cfg"] = dict(cfg["multimodal_cfg"], layers=1, width=64, heads=2, attn_pooler_heads=2)
     return out
 
 
 def buildable_small(name: str) -> bool:
-    """Whether the config can be built small and offline (no timm / Hugging Face tower)."""
+    """Whether the config can be built small and offline (no Hugging Face text tower; timm towers only
+    of the families HookedCLIP mirrors, VisionTransformer and Eva, which timm builds small)."""
     cfg = open_clip.get_model_config(name)
-    return not cfg["vision_cfg"].get("timm_model_name") and not cfg["text_cfg"].get("hf_model_name")
+    timm_name = cfg["vision_cfg"].get("timm_model_name")
+    return (not timm_name or timm_family(timm_name) is not None) and not cfg["text_cfg"].get("hf_model_name")
+
+
+@contextlib.contextmanager
+def small_timm():
+    """timm.create_model building every model with SMALL_TIMM (for open_clip's TimmModel), then restored."""
+    import timm
+
+    create = timm.create_model
+    timm.create_model = lambda model_name, **kw: create(model_name, **{**kw, **SMALL_TIMM})
+    try:
+        yield
+    finally:
+        timm.create_model = create
 
 
 def build_small(name: str, seed: int = 0, noise: float = 0.0, **kwargs) -> torch.nn.Module:
     """open_clip's model of `name`, small, random weights; `noise`: std of noise added to every
     parameter (LayerNorm weights and biases included), so that a mix-up of any two shows."""
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), small_timm():
         warnings.simplefilter("ignore")
         oc = open_clip.create_model(name, pretrained=None, **small_config(name), **kwargs).eval()
     g = torch.Generator().manual_seed(seed)
@@ -179,7 +202,8 @@ def _check(name: str, workdir: Path, row: dict) -> None:
     oc = build_small(name, noise=0.02)
     text_cfg = open_clip.get_model_config(name)["text_cfg"]
     hf_name = text_cfg.get("hf_tokenizer_name")
-    folder = standin_tokenizer(hf_name, workdir) if hf_name else None
+    folder = standin_tokenizer(hf_name, workdir) if hf_name in STANDINS else None
+    ids_only = bool(hf_name) and folder is None  # a hub tokenizer without stand-in (SigLIP's): token ids directly
 
     # the tokenizer without name=: open_clip's, or a refusal (never a silent wrong one)
     t0 = time.perf_counter()
@@ -215,8 +239,14 @@ def _check(name: str, workdir: Path, row: dict) -> None:
                 row["detail"] = f"offline error too slow ({waited:.1f} s) or unclear: {e}"
                 return
 
-    model = HookedCLIP.from_open_clip(oc, name, tokenizer=str(folder) if folder else None)
-    tokens = reference_tokens(name, folder, oc.context_length)
+    if ids_only:
+        vocab = oc.text.vocab_size if hasattr(oc, "text") else oc.vocab_size
+        ids = torch.randint(1, min(vocab, 1000), (len(PROMPTS), oc.context_length), generator=torch.Generator().manual_seed(0))
+        model = HookedCLIP.from_open_clip(oc, name, tokenizer=lambda texts: ids[: len(texts)])
+        tokens = ids
+    else:
+        model = HookedCLIP.from_open_clip(oc, name, tokenizer=str(folder) if folder else None)
+        tokens = reference_tokens(name, folder, oc.context_length)
     if not torch.equal(model.tokenizer(PROMPTS), tokens):
         row["detail"] = "tokenizer ids differ from open_clip's"
         return
@@ -227,7 +257,8 @@ def _check(name: str, workdir: Path, row: dict) -> None:
         txt, txt_ref = model.encode_text(model.tokenizer(PROMPTS)), oc.encode_text(tokens)
     d_img, d_txt = rel_diff(img, img_ref), rel_diff(txt, txt_ref)
     prompts_apart = rel_diff(txt_ref[0:1], txt_ref[1:2])
-    row["detail"] = f"image {d_img:.1e}, text {d_txt:.1e}, prompts apart {prompts_apart:.2f}"
+    row["detail"] = (f"image {d_img:.1e}, text {d_txt:.1e}{' (token ids, hub tokenizer)' if ids_only else ''}, "
+                     f"prompts apart {prompts_apart:.2f}; vision {model.cfg.vision.family}")
     if d_img <= REL_TOL and d_txt <= REL_TOL and prompts_apart > 1e-3:
         row["status"] = "equal"
     elif prompts_apart <= 1e-3:

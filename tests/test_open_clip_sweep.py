@@ -59,7 +59,8 @@ SUBSET = {
     "ViT-L-14-worldwide": "equal",  # google/mt5-base (canonicalize), 'eos' pooling, eos_id 1
     "RN50": "refused",  # ResNet, refused from its config and built
     "coca_ViT-B-32": "refused",  # CoCa, refused from its config and built
-    "ViT-B-16-SigLIP": "refused",  # SigLIP: timm vision tower (no SigLIP has open_clip's own ViT)
+    "ViT-B-16-SigLIP2": "equal",  # timm VisionTransformer tower (MAP head, no class token), hub tokenizer: ids
+    "convnext_base": "refused",  # timm tower of another family (ConvNeXt)
     "xlm-roberta-base-ViT-B-32": "refused",  # Hugging Face text tower
 }
 
