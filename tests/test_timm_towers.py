@@ -10,6 +10,7 @@ vit_base_patch16_siglip_224, ~30 s here) runs with LAKE_INTERP_FULL_SIZE=1; DINO
 at full depth and width, built by timm at 112 px (img_size=112: an 8x8 grid) to stay fast.
 """
 
+import copy
 import math
 import os
 import socket
@@ -190,9 +191,11 @@ def test_dinov2_with_registers_equals_timm(dino):
     assert trunk.num_prefix_tokens == 5 and model.text is None and v.block.layer_scale
     x = images(DINO_SIZE)
     with torch.no_grad():
-        ref_blocks = block_outputs(trunk.blocks, lambda: trunk(x))
-        ls2 = block_outputs([b.ls2 for b in trunk.blocks], lambda: trunk(x))
-        ref, feats = trunk(x), trunk.forward_features(x)
+        out = {}  # one timm forward: every block's output and every ls2 (LayerScale of the MLP) output
+        ls2 = block_outputs([b.ls2 for b in trunk.blocks],
+                            lambda: out.update(blocks=block_outputs(trunk.blocks, lambda: out.update(f=trunk.forward_features(x)))))
+        ref_blocks, feats = out["blocks"], out["f"]
+        ref = trunk.forward_head(feats)
         _, cache = model.run_with_cache(x)
     assert rel(cache["visual.hook_image_embed"], ref) < REL_TOL
     assert rel(cache["visual.hook_pooled"], trunk.forward_head(feats, pre_logits=True)) < REL_TOL
@@ -215,8 +218,7 @@ def test_dinov2_mlp_unit_ablation_equals_weight_surgery(dino):
         act[..., unit] = 0.0
         return act
 
-    surgery = timm.create_model(DINO, pretrained=False, img_size=DINO_SIZE).eval()
-    surgery.load_state_dict(trunk.state_dict())
+    surgery = copy.deepcopy(trunk)
     with torch.no_grad():
         surgery.blocks[layer].mlp.fc1.weight[unit] = 0.0  # the unit's input row and bias:
         surgery.blocks[layer].mlp.fc1.bias[unit] = 0.0  # gelu(0) = 0, so its output is zero
@@ -348,3 +350,28 @@ def test_the_eva_family_is_refused_by_name_where_its_module_is_missing(monkeypat
     eva = type(cfg)(**{**cfg.__dict__, "family": "timm_eva"})
     with pytest.raises(NotImplementedError, match="timm Eva towers.*components.eva is missing"):
         make_vision_tower(eva)
+
+
+# ------------------------------------------------------------------------------------ the command line
+def test_benchmark_command_on_a_timm_dinov2_name(tmp_path, monkeypatch, capsys):
+    """`lake-interp benchmark --model <timm name> --pretrained none`: HookedViT, image-only methods run,
+    the text branch refused by name. timm builds the model small here (56 px, 2 blocks) to stay fast."""
+    import csv
+
+    from lake_interp.cli import main
+    from lake_interp.data import make_synthetic_dataset
+
+    create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda n, **kw: create(n, **{**kw, "img_size": 56, "depth": 2}))
+    root = make_synthetic_dataset(tmp_path / "syn", categories=["disc"], seed=1, image_size=64, n_train=2,
+                                  n_test_good=2, n_test_defect=1)
+    common = ["benchmark", "--dataset", "mvtec", "--root", str(root), "--shots", "1", "--seeds", "0",
+              "--k-neurons", "8", "--no-progress", "--model", DINO, "--pretrained", "none", "--device", "cpu"]
+    assert main([*common, "--methods", "lake", "lake_random", "knn_all", "--text-weight", "0",
+                 "--out", str(tmp_path / "b")]) == 0
+    with open(tmp_path / "b" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"lake", "lake_random", "knn_all"}
+    assert "RANDOM WEIGHTS" in capsys.readouterr().err
+    assert main([*common, "--methods", "lake", "text_dense", "--out", str(tmp_path / "c")]) == 2
+    assert "no text tower" in capsys.readouterr().err
