@@ -32,10 +32,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # The same architectures smaller, through timm kwargs (the model's own timm entry point, registered under
 # a test name that open_clip's TimmModel builds as it builds the real one) and a small open_clip text
-# tower. LAKE_EVA_FULL=1 runs the full-size models too (slow on 2 CPU cores; run by hand).
+# tower. LAKE_INTERP_FULL_SIZE=1 runs them at full size instead (minutes on 2 CPU cores; run by hand).
 SMALL_VISION = dict(img_size=64, embed_dim=64, depth=2, num_heads=4)
 SMALL_TEXT = dict(width=64, heads=4, layers=2)
-FULL = os.environ.get("LAKE_EVA_FULL") == "1"
+FULL = os.environ.get("LAKE_INTERP_FULL_SIZE") == "1"
 NAMES = ["EVA02-B-16", "PE-Core-B-16"]
 
 
