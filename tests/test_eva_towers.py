@@ -247,6 +247,11 @@ VARIANTS = {
     # PE-Core's architecture (AttentionRope, ln_pre, attention pool over every token), with registers
     "pe_core_reg": ("vit_pe_core_base_patch16_224", dict(ref_feat_shape=(4, 4), attn_pool_num_heads=2,
                                                        num_reg_tokens=2)),
+    # DINOv3: rotary positions only (DINOv3's table, half rotation), 4 registers, LayerScale, no qkv bias,
+    # dynamic_img_size (the hooked tower at the built size), average pooling
+    "dinov3": ("vit_small_patch16_dinov3", {}),
+    # DINOv3 S+: packed SwiGLU, class-token pooling
+    "dinov3_splus_token": ("vit_small_plus_patch16_dinov3", dict(global_pool="token")),
 }
 
 
@@ -301,9 +306,9 @@ REFUSED = {
     "post-norm blocks": (dict(use_post_norm=True), "EvaBlockPostNorm"),
     "mixed rope": (dict(rope_type="mixed", rope_rotate_half=False), "rotary embedding RotaryEmbeddingMixed"),
     "grouped-query attention": (dict(attn_type="rope", qkv_fused=False, num_kv_heads=2), "grouped-query"),
-    "dynamic size": (dict(dynamic_img_size=True), "dynamic_img_size"),
     "max pooling": (dict(global_pool="max"), "global_pool='max'"),
-    "no abs positions": (dict(use_abs_pos_emb=False), "use_abs_pos_emb=False"),
+    "no positions at all": (dict(use_abs_pos_emb=False, use_rot_pos_emb=False), "without any positions"),
+    "dynamic size with positions": (dict(dynamic_img_size=True), "dynamic_img_size with absolute positions"),
 }
 
 

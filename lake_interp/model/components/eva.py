@@ -3,14 +3,15 @@
 Built by `components.towers.make_vision_tower` for `VisionConfig.family == "timm_eva"`; read off a
 timm model by `config_from_timm_eva` / `state_dict_from_timm_eva` (called from `convert_timm.py`).
 Anything of timm's `Eva` this module does not reproduce exactly raises `NotImplementedError` naming
-the model and the option (post-norm blocks as EVA02-E-14's, mixed / DINOv3 rotary tables,
-grouped-query attention, dynamic image size, max pooling, towers without absolute positions, ...).
+the model and the option (post-norm blocks as EVA02-E-14's, mixed rotary tables, grouped-query
+attention, dynamic image size with absolute positions, max pooling, ...). timm's DINOv3 (`*_dinov3`:
+rotary positions only, `dynamic_img_size`) is mirrored at the size it was built for.
 
 What differs from open_clip's `VisionTransformer` (`components/vision.py`), hook by hook:
 - Tokens: `n_prefix` prefix tokens (the class token, if any, at position 0, then the register
   tokens), then the patches row-major. Learned absolute positions (`positional_embedding`, where the
   model has them: over the prefix too unless timm's `no_embed_class`), `hook_embed` after them.
-- Rotary position embeddings (timm `use_rot_pos_emb`, RotaryEmbeddingCat): queries and keys of the
+- Rotary position embeddings (timm `use_rot_pos_emb`, RotaryEmbeddingCat or DINOv3's): queries and keys of the
   patch tokens are rotated (prefix tokens are not). As in TransformerLens, `attn.hook_q` / `hook_k`
   are BEFORE the rotation and `attn.hook_rot_q` / `hook_rot_k` AFTER it: what the scores read. With
   QK-norm, `hook_q` / `hook_k` are after the norm (this package's convention for every tower,
@@ -158,6 +159,8 @@ class EvaTower(TimmViTTower):
 
     def __init__(self, cfg: VisionConfig):
         super().__init__(cfg)
+        if not cfg.options.get("abs_pos", True):  # rotary positions only (DINOv3)
+            self.register_parameter("positional_embedding", None)
         if cfg.options.get("rope") is not None:
             # [grid**2, 2 * d_head]: sin then cos per patch, read off timm's RotaryEmbeddingCat (persistent,
             # so that it loads with the weights)
@@ -262,7 +265,7 @@ def _mlp_options(trunk: nn.Module, name: str, eps: float) -> tuple[str, int, str
 def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str) -> VisionConfig:
     """The `VisionConfig` (family "timm_eva") of a timm `Eva`; `head` the linear map after its pooling
     (timm's head or open_clip's TimmModel proj), None for none. Refuses what EvaTower does not mirror."""
-    from timm.layers import AttentionPoolLatent, RotaryEmbeddingCat
+    from timm.layers import AttentionPoolLatent, RotaryEmbeddingCat, RotaryEmbeddingDinoV3
     from timm.models.eva import EvaBlock as TimmEvaBlock
 
     from lake_interp.model.convert_timm import _check_norm, _is_identity, timm_activation
@@ -280,22 +283,25 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
     for i, block in enumerate(trunk.blocks):
         for norm in (block.norm1, block.norm2):
             _check_norm(norm, name, f"timm Eva block {i}", eps)
-    if trunk.dynamic_img_size:
-        raise _unsupported(name, "dynamic_img_size")
     pe = trunk.patch_embed
+    if trunk.dynamic_img_size and (trunk.pos_embed is not None or getattr(pe, "output_fmt", None) != "NHWC"):
+        # timm resamples absolute positions to each input size; without them (DINOv3) the tower is timm's
+        # at the built size (other sizes are refused by the tower's input check)
+        raise _unsupported(name, "dynamic_img_size with absolute positions")
     (h, w), (ph, pw) = pe.img_size, pe.patch_size
     if h != w or ph != pw:
         raise _unsupported(name, f"non-square img_size {pe.img_size} / patch_size {pe.patch_size}")
-    if (not _is_identity(pe.norm) or not pe.flatten or type(pe.proj) is not nn.Conv2d
+    if (not _is_identity(pe.norm) or (not pe.flatten and not trunk.dynamic_img_size) or type(pe.proj) is not nn.Conv2d
             or getattr(pe, "dynamic_img_pad", False)):
         raise _unsupported(name, "patch embedding with a norm, padding, unflattened output or a non-conv projection")
     if pe.proj.stride != pe.proj.kernel_size or pe.proj.padding != (0, 0):
         raise _unsupported(name, "patch embedding with overlapping patches")
-    if trunk.pos_embed is None:
-        raise _unsupported(name, "without absolute positions (use_abs_pos_emb=False)")
+    if trunk.pos_embed is None and trunk.rope is None:
+        raise _unsupported(name, "without any positions (use_abs_pos_emb=False, no rotary embedding)")
     if trunk.rope is not None:
-        if getattr(trunk, "rope_mixed", False) or type(trunk.rope) is not RotaryEmbeddingCat:
-            raise _unsupported(name, f"rotary embedding {type(trunk.rope).__name__}", "only rope_type='cat'")
+        if getattr(trunk, "rope_mixed", False) or type(trunk.rope) not in (RotaryEmbeddingCat, RotaryEmbeddingDinoV3):
+            raise _unsupported(name, f"rotary embedding {type(trunk.rope).__name__}",
+                               "only rope_type='cat' and 'dinov3'")
     has_bias, qk_norm, rotary, attn_ln = _attention_options(trunk, name, eps)
     mlp, d_mlp, act, mlp_ln = _mlp_options(trunk, name, eps)
     gammas = {(b.gamma_1 is not None, b.gamma_2 is not None) for b in trunk.blocks}
@@ -314,7 +320,7 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
         raise _unsupported(name, f"prefix of {n_prefix} tokens ({int(class_token)} class, {n_reg} registers)")
     grid = h // ph
     pos_embed_prefix = not trunk.no_embed_class
-    n_pos = trunk.pos_embed.shape[1]
+    n_pos = grid**2 + (n_prefix if pos_embed_prefix else 0) if trunk.pos_embed is None else trunk.pos_embed.shape[1]
     if n_pos != grid**2 + (n_prefix if pos_embed_prefix else 0):
         raise _unsupported(name, f"pos_embed of {n_pos} positions for a {grid}x{grid} grid")
     heads = pool_d_mlp = 0
@@ -342,7 +348,8 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
         projection, output_dim = ("linear_bias" if head.bias is not None else "linear"), head.out_features
     block = BlockConfig(d_model=trunk.embed_dim, n_heads=first.attn.num_heads, d_mlp=d_mlp, act=act, ln_eps=eps,
                         layer_scale=ls_attn, qkv_bias=has_bias, qk_norm=qk_norm)
-    options = {"rope": rotary, "attn_ln": attn_ln, "mlp": mlp, "mlp_ln": mlp_ln, "mlp_layer_scale": ls_mlp}
+    options = {"rope": rotary, "attn_ln": attn_ln, "mlp": mlp, "mlp_ln": mlp_ln, "mlp_layer_scale": ls_mlp,
+               "abs_pos": trunk.pos_embed is not None}
     return VisionConfig(
         block=block, n_layers=len(trunk.blocks), image_size=h, patch_size=ph, output_dim=output_dim,
         ln_pre=not _is_identity(trunk.norm_pre), pool_type=pool_type, n_prefix=n_prefix, family="timm_eva",
@@ -388,11 +395,17 @@ def state_dict_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear]) -> dic
         out["class_embedding"] = trunk.cls_token.detach().reshape(-1)
     if trunk.reg_token is not None:
         out["register_tokens"] = trunk.reg_token.detach()[0]
-    out["positional_embedding"] = trunk.pos_embed.detach()[0]
+    if trunk.pos_embed is not None:
+        out["positional_embedding"] = trunk.pos_embed.detach()[0]
     if trunk.rope is not None:
         was_training = trunk.rope.training
         trunk.rope.eval()  # no train-time coordinate augmentation
-        out["rope"] = trunk.rope.get_embed().detach().float()
+        # the table timm's Eva._pos_embed uses at the built size
+        if trunk.dynamic_img_size or not hasattr(trunk.rope, "feat_shape"):
+            table = trunk.rope.get_embed(shape=trunk.patch_embed.grid_size)
+        else:
+            table = trunk.rope.get_embed()
+        out["rope"] = table.detach().float()
         trunk.rope.train(was_training)
     for src, dst in ((trunk.norm_pre, "ln_pre"), (trunk.norm, "ln_post"), (trunk.fc_norm, "fc_norm")):
         if not _is_identity(src):

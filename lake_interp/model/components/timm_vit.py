@@ -106,6 +106,8 @@ class TimmViTTower(TowerWeights, nn.Module):
             prefix.append(self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1))
         if self.register_tokens is not None:
             prefix.append(self.register_tokens.to(x.dtype).expand(x.shape[0], -1, -1))
+        if self.positional_embedding is None:  # no absolute positions (timm Eva use_abs_pos_emb=False: DINOv3)
+            return torch.cat([*prefix, x], dim=1)
         pos = self.positional_embedding.to(x.dtype)
         if self.cfg.pos_embed_prefix:
             return torch.cat([*prefix, x], dim=1) + pos
