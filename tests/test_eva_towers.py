@@ -346,3 +346,23 @@ def test_bare_timm_eva_through_hooked_vit():
     with torch.no_grad():
         assert rel(model.encode_image(x), trunk(x)) < 1e-5
     assert model.cfg.vision.family == "timm_eva" and model.n_prefix == 3 and model.text is None
+
+
+def test_dinov3_from_a_local_checkpoint(tmp_path):
+    """timm's DINOv3 loaded as users do (a timm name + a local checkpoint, built at img_size) equals
+    the timm model holding the same weights."""
+    from safetensors.torch import save_file
+
+    from lake_interp.model.hooked_vit import HookedViT
+
+    torch.manual_seed(0)
+    ref = perturbed(timm.create_model("vit_tiny_patch16_dinov3_qkvb", pretrained=False, img_size=64))
+    path = tmp_path / "dinov3.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    model = HookedViT.from_pretrained("vit_tiny_patch16_dinov3_qkvb", str(path), img_size=64)
+    x = images()
+    with torch.no_grad():
+        assert rel(model.encode_image(x), ref(x)) < 1e-5
+    assert model.cfg.vision.n_prefix == 5 and model.cfg.vision.options["abs_pos"] is False
+    with pytest.raises(ValueError, match=r"\[batch, 3, 64, 64\]"):
+        model.encode_image(images(1, 96))  # timm's dynamic size is not mirrored: other sizes are refused
