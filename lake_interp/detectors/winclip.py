@@ -269,6 +269,13 @@ class WinCLIP:
             raise ValueError(f"k_shot={k_shot!r}; expected an int >= 0")
         if not isinstance(class_name, str) or not class_name:
             raise ValueError(f"class_name={class_name!r}; expected a non-empty string")
+        family = getattr(model.cfg.vision, "family", "open_clip")
+        if family != "open_clip" or model.cfg.text is None:
+            raise NotImplementedError(
+                f"WinCLIP on {model.cfg.name}: its window pass re-runs open_clip's own VisionTransformer (class token, "
+                f"learned positions) and needs a text tower; this model's vision tower is {family!r}"
+                + ("" if model.cfg.text is not None else " without a text tower")
+                + " (PatchCore, knn_all and LAKE's visual branch run on any hooked ViT)")
         self.model = model
         self.config = config
         self.class_name = class_name

@@ -64,7 +64,7 @@ from lake_interp.interp.targets import Neurons, check_neurons
 from lake_interp.lake.fusion import fuse, gaussian_blur, image_scores, upsample
 from lake_interp.lake.inputs import iter_batches, resize_mask, to_batch
 from lake_interp.lake.semantic import anomaly_probability
-from lake_interp.model.hook_sites import block_hook_names, channel_width, hook_label, parse_hook_name
+from lake_interp.model.hook_sites import block_hook_names, channel_width, hook_label, parse_hook_name, pattern_hook_names
 from lake_interp.model.tokens import patch_grid
 
 MODES = ("zero", "mean", "resample")
@@ -614,8 +614,7 @@ def pixel_maps(lake, images, units: Sequence[tuple[str, int]], refs_spec=("zero"
         mode, reference, seed = refs_spec
         refs = _References(model, grouped, mode, reference, seed)
     read_hooks = _required_hooks(lake)
-    n_layers = model.cfg.vision.n_layers
-    explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]
+    explicit = [(name, lambda act, hook: None) for name in pattern_hook_names(model)]
     out = {}
     batches = [to_batch(chunk, model).to(model.device) for chunk in iter_batches(images, batch_size)]  # once
     for hook, ch in units:

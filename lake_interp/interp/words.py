@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lake_interp.interp.targets import Neurons, check_neurons
-from lake_interp.model.hook_sites import RESIDUAL_SITES, block_hook_names, hook_name, parse_hook_name
+from lake_interp.model.hook_sites import RESIDUAL_SITES, hook_name, parse_hook_name, pattern_hook_names
 
 DEFECT_WORDS = (
     "scratch", "crack", "hole", "stain", "dent", "rust", "contamination", "missing part", "broken",
@@ -82,7 +82,7 @@ def neuron_direction(model, hook: str, index: int) -> torch.Tensor:
         gamma = getattr(blk.ls2, "gamma", None)
         return d * gamma if gamma is not None else d
     if site in RESIDUAL_SITES:
-        return F.one_hot(torch.tensor(index), model.cfg.vision.block.d_model).to(model.visual.proj)
+        return F.one_hot(torch.tensor(index), model.cfg.vision.block.d_model).to(model.visual.W_E)
     raise ValueError(f"neuron_words supports mlp.hook_post and residual hooks {RESIDUAL_SITES}, not {hook!r}")
 
 
@@ -99,7 +99,7 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
     n_layers = model.cfg.vision.n_layers
     final = hook_name("visual", n_layers - 1, "hook_resid_post")
     # the explicit attention path (forward AD has no rule for the fused kernel)
-    explicit = [(name, lambda act, hook: None) for name in block_hook_names(["attn.hook_pattern"], range(n_layers))]
+    explicit = [(name, lambda act, hook: None) for name in pattern_hook_names(model)]
     out = []
     for channel in channels:
         seen = {}
@@ -124,8 +124,14 @@ def carried_directions(model, hook: str, channels: Sequence[int], reference, chu
 def joint_direction(model, direction: torch.Tensor) -> torch.Tensor:
     """A residual direction [..., d_model] through ln_post (linearised) and proj -> [..., embed_dim]."""
     ln = model.visual.ln_post
+    if ln is None or getattr(ln, "weight", None) is None:
+        raise NotImplementedError(f"{model.cfg.name}: neuron_words reads the embedding through ln_post; this tower has none")
+    try:
+        proj = model.visual.W_proj
+    except NotImplementedError as e:  # pooling that is not linear (MAP head, fc_norm): no joint-space direction
+        raise NotImplementedError(f"neuron_words on {model.cfg.name}: {e}") from e
     centred = direction - direction.mean(dim=-1, keepdim=True)
-    return (centred * ln.weight.to(centred.dtype)) @ model.visual.proj.to(centred.dtype)
+    return (centred * ln.weight.to(centred.dtype)) @ proj.to(centred.dtype)
 
 
 @torch.no_grad()

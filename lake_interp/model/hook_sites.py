@@ -165,6 +165,16 @@ def block_hook_names(sites: Iterable[str], blocks: Iterable[int], tower: str = "
     return [hook_name(tower, b, s) for b in blocks for s in sites]
 
 
+def pattern_hook_names(model, tower: str = "visual") -> list[str]:
+    """Every attention-pattern hook of a tower (each block's, and the MAP head's where there is one).
+    A hook on them makes attention take its explicit softmax path, which forward-mode AD can go
+    through (PyTorch has no forward-AD rule for the fused kernel)."""
+    n_layers = tower_config(model, tower).n_layers
+    names = block_hook_names(["attn.hook_pattern"], range(n_layers), tower)
+    pool = f"{tower}.attn_pool.hook_pattern"
+    return names + ([pool] if pool in model.hook_dict else [])
+
+
 def tower_config(model, tower: str):
     return model.cfg.vision if tower == "visual" else model.cfg.text
 
