@@ -76,6 +76,25 @@ def _is_identity(m: Optional[nn.Module]) -> bool:
     return m is None or isinstance(m, nn.Identity)
 
 
+def attn_pool_shape(trunk: nn.Module, name: str, eps: float, act: str, what: str) -> tuple[int, int]:
+    """(heads, d_mlp) of a timm trunk's `AttentionPoolLatent` (SigLIP's MAP head, PE-Core's pool) as the
+    hooked `AttentionPool` mirrors it: one latent, no positions, no QK-norm, a biased q, an MLP with the
+    blocks' activation; anything else refused by name. `what` names the tower family in messages."""
+    from timm.layers import AttentionPoolLatent
+
+    ap = trunk.attn_pool
+    if type(ap) is not AttentionPoolLatent:
+        raise unsupported(name, f"{what} attention pool {type(ap).__name__}")
+    if (ap.pos_embed is not None or ap.latent_len != 1 or not isinstance(ap.q, nn.Linear) or ap.mlp is None
+            or not _is_identity(ap.q_norm) or ap.pool != "token" or ap.q.bias is None
+            or ap.latent.shape[-1] != trunk.embed_dim):
+        raise unsupported(name, f"{what} attention pool with positions, several latents, qk_norm or no q/MLP")
+    _check_norm(ap.norm, name, f"{what} attn_pool norm", eps)
+    if timm_activation(ap.mlp.act, name) != act:
+        raise unsupported(name, f"{what} attention pool activation {type(ap.mlp.act).__name__} with {act} blocks")
+    return ap.num_heads, ap.mlp.fc1.out_features
+
+
 def timm_activation(act: nn.Module, name: str) -> str:
     import timm.layers.activations as ta
 
@@ -143,8 +162,6 @@ def _timm_block_config(trunk: nn.Module, name: str) -> BlockConfig:
 
 
 def config_from_timm_vit(trunk: nn.Module, proj: Optional[nn.Linear], name: str) -> VisionConfig:
-    from timm.layers import AttentionPoolLatent
-
     block = _timm_block_config(trunk, name)
     pe = trunk.patch_embed
     (h, w), (ph, pw) = pe.img_size, pe.patch_size
@@ -174,19 +191,10 @@ def config_from_timm_vit(trunk: nn.Module, proj: Optional[nn.Linear], name: str)
     pool = trunk.global_pool
     heads = d_mlp = 0
     if trunk.attn_pool is not None:
-        ap = trunk.attn_pool
-        if type(ap) is not AttentionPoolLatent:
-            raise unsupported(name, f"timm attention pool {type(ap).__name__}")
-        if (ap.pos_embed is not None or ap.latent_len != 1 or not isinstance(ap.q, nn.Linear) or ap.mlp is None
-                or not _is_identity(ap.q_norm) or ap.pool != "token" or ap.q.bias is None
-                or ap.latent.shape[-1] != trunk.embed_dim):
-            raise unsupported(name, "timm attention pool with positions, several latents, qk_norm or no q/MLP")
-        _check_norm(ap.norm, name, "attn_pool", eps)
-        if timm_activation(ap.mlp.act, name) != block.act:
-            raise unsupported(name, "timm attention pool activation differs from the blocks'")
+        heads, d_mlp = attn_pool_shape(trunk, name, eps, block.act, "timm")
         if trunk.pool_include_prefix and n_prefix:
             raise unsupported(name, "timm attention pool over the prefix tokens (pool_include_prefix)")
-        pool_type, heads, d_mlp = "map", ap.num_heads, ap.mlp.fc1.out_features
+        pool_type = "map"
     elif pool == "token":
         if not class_token:
             raise unsupported(name, "timm global_pool='token' without a class token")

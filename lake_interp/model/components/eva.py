@@ -232,7 +232,7 @@ def _mlp_options(trunk: nn.Module, name: str, eps: float) -> tuple[str, int, str
     from timm.layers import GluMlp, Mlp
     from timm.layers import SwiGLU as TimmSwiGLU
 
-    from lake_interp.model.convert_timm import _check_norm, _is_identity, timm_activation
+    from lake_interp.model.convert_timm import _check_norm, _is_identity, attn_pool_shape, timm_activation
 
     seen = set()
     for i, block in enumerate(trunk.blocks):
@@ -265,10 +265,10 @@ def _mlp_options(trunk: nn.Module, name: str, eps: float) -> tuple[str, int, str
 def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str) -> VisionConfig:
     """The `VisionConfig` (family "timm_eva") of a timm `Eva`; `head` the linear map after its pooling
     (timm's head or open_clip's TimmModel proj), None for none. Refuses what EvaTower does not mirror."""
-    from timm.layers import AttentionPoolLatent, RotaryEmbeddingCat, RotaryEmbeddingDinoV3
+    from timm.layers import RotaryEmbeddingCat, RotaryEmbeddingDinoV3
     from timm.models.eva import EvaBlock as TimmEvaBlock
 
-    from lake_interp.model.convert_timm import _check_norm, _is_identity, timm_activation
+    from lake_interp.model.convert_timm import _check_norm, _is_identity, attn_pool_shape, timm_activation
 
     if type(trunk).__name__ != "Eva":
         raise _unsupported(name, f"subclass {type(trunk).__name__}")
@@ -325,17 +325,8 @@ def config_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear], name: str)
         raise _unsupported(name, f"pos_embed of {n_pos} positions for a {grid}x{grid} grid")
     heads = pool_d_mlp = 0
     if trunk.attn_pool is not None:
-        ap = trunk.attn_pool
-        if type(ap) is not AttentionPoolLatent:
-            raise _unsupported(name, f"attention pool {type(ap).__name__}")
-        if (ap.pos_embed is not None or ap.latent_len != 1 or not isinstance(ap.q, nn.Linear) or ap.mlp is None
-                or not _is_identity(ap.q_norm) or ap.pool != "token" or ap.q.bias is None
-                or ap.latent.shape[-1] != trunk.embed_dim):
-            raise _unsupported(name, "attention pool with positions, several latents, qk_norm or no q/MLP")
-        _check_norm(ap.norm, name, "timm Eva attn_pool norm", eps)
-        if timm_activation(ap.mlp.act, name) != act:
-            raise _unsupported(name, f"attention pool activation {type(ap.mlp.act).__name__} with {act} blocks")
-        pool_type, heads, pool_d_mlp = "map", ap.num_heads, ap.mlp.fc1.out_features
+        heads, pool_d_mlp = attn_pool_shape(trunk, name, eps, act, "timm Eva")
+        pool_type = "map"
     elif trunk.global_pool == "token":
         pool_type = "tok"
     elif trunk.global_pool == "avg":

@@ -27,6 +27,7 @@ from lake_interp.model.components.attn_pool import AttentionPool
 from lake_interp.model.components.block import TransformerBlock
 from lake_interp.model.components.layer_norm import LayerNorm
 from lake_interp.model.components.weights import TowerWeights
+from lake_interp.model.components.vision import check_image_batch
 from lake_interp.model.config import VisionConfig
 
 
@@ -95,10 +96,7 @@ class TimmViTTower(TowerWeights, nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """[batch, 3, S, S] -> [batch, n_ctx, d_model]: prefix + patch tokens with positions (before hook_embed)."""
-        size = self.cfg.image_size
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(f"images of shape {tuple(images.shape)}; this model takes [batch, 3, {size}, {size}] "
-                             f"(use model.preprocess, or pass PIL images / paths to the lake_interp tools)")
+        check_image_batch(images, self.cfg.image_size)
         x = self.conv1(images.to(self.conv1.weight.dtype))
         x = rearrange(x, "b d gh gw -> b (gh gw) d")
         prefix = []

@@ -13,6 +13,13 @@ from lake_interp.model.components.weights import TowerWeights
 from lake_interp.model.config import VisionConfig
 
 
+def check_image_batch(images: torch.Tensor, size: int) -> None:
+    """ValueError unless images is [batch, 3, size, size] (every vision tower's input)."""
+    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
+        raise ValueError(f"images of shape {tuple(images.shape)}; this model takes [batch, 3, {size}, {size}] "
+                         f"(use model.preprocess, or pass PIL images / paths to the lake_interp tools)")
+
+
 class VisionTower(TowerWeights, nn.Module):
     """Token order: position 0 is the class token, then the patches in row-major order."""
 
@@ -61,10 +68,7 @@ class VisionTower(TowerWeights, nn.Module):
     def residual(self, images: torch.Tensor, stop_at_layer: Optional[int] = None) -> torch.Tensor:
         """The residual stream after the last block: [batch, 1 + grid**2, d_model]. `stop_at_layer`
         (TransformerLens's): run only blocks[:stop_at_layer] (and fire only their hooks)."""
-        size = self.cfg.image_size
-        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(f"images of shape {tuple(images.shape)}; this model takes [batch, 3, {size}, {size}] "
-                             f"(use model.preprocess, or pass PIL images / paths to the lake_interp tools)")
+        check_image_batch(images, self.cfg.image_size)
         x = self.conv1(images.to(self.conv1.weight.dtype))
         x = rearrange(x, "b d gh gw -> b (gh gw) d")
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
