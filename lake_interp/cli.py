@@ -84,7 +84,7 @@ def load_model(model: str, pretrained: Optional[str], device: Optional[str], pre
         hooked = HookedCLIP.from_pretrained(model, pretrained, device=device, precision=precision)
     if pretrained in NONE_TAGS:
         print(
-            f"*** WARNING: {model} has RANDOM WEIGHTS (--pretrained {pretrained}). Every score and map "
+            f"*** WARNING: {model} has RANDOM WEIGHTS (--pretrained {pretrained or 'none'}). Every score and map "
             "below is MEANINGLESS; use this only as a smoke test. ***",
             file=sys.stderr,
         )

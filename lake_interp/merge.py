@@ -53,7 +53,9 @@ def common_record(runs: list[Path]) -> dict:
         changed = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if "config" in changed:
             a, b = first.get("config") or {}, other.get("config") or {}
-            changed += [f"config.{f}" for f in sorted(a.keys() | b.keys()) if a.get(f) != b.get(f)]
+            fields = [f"config.{f}" for f in sorted(a.keys() | b.keys()) if a.get(f) != b.get(f)]
+            if fields:  # the fields that differ, not the whole config besides them
+                changed = [c for c in changed if c != "config"] + fields
         changed += [f"inputs.{c}" for c in sorted(set(records[0].get("inputs") or {}) | set(rec.get("inputs") or {}))
                     if (records[0].get("inputs") or {}).get(c) != (rec.get("inputs") or {}).get(c)]
         if changed:
