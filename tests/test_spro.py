@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from bisect import bisect
 from dataclasses import fields
 from pathlib import Path
 
@@ -53,17 +52,9 @@ class Channel:
         return int(self.threshold * area) if self.relative else np.minimum(self.threshold, area)
 
 
-def official_trapz(x, y, x_max):
-    x, y = np.array(x, float), np.array(y, float)
-    correction = 0.0
-    if x_max not in x:
-        ins = bisect(x, x_max)
-        assert 0 < ins < len(x)
-        y_interp = y[ins - 1] + (y[ins] - y[ins - 1]) * (x_max - x[ins - 1]) / (x[ins] - x[ins - 1])
-        correction = 0.5 * (y_interp + y[ins - 1]) * (x_max - x[ins - 1])
-    keep = x <= x_max
-    x, y = x[keep], y[keep]
-    return np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction
+# the official trapezoid with its interpolated end point (MVTec's generic_util.trapezoid), written once
+# for the test suite in test_safety_metrics.py
+from tests.test_safety_metrics import official_trapezoid as official_trapz  # noqa: E402
 
 
 def official_curve(maps, channels):

@@ -95,6 +95,18 @@ def attn_pool_shape(trunk: nn.Module, name: str, eps: float, act: str, what: str
     return ap.num_heads, ap.mlp.fc1.out_features
 
 
+def attn_pool_state(trunk: nn.Module) -> dict:
+    """The trunk's attention pool parameters under the hooked `AttentionPool` names ({} without a pool)."""
+    out = {}
+    if trunk.attn_pool is not None:
+        for key, value in trunk.attn_pool.state_dict().items():
+            new = _rename(key, _POOL_RENAMES)
+            if new is None:
+                raise KeyError(f"timm attention pool parameter {key!r} has no counterpart")
+            out[f"attn_pool.{new}"] = value
+    return out
+
+
 def timm_activation(act: nn.Module, name: str) -> str:
     import timm.layers.activations as ta
 
@@ -271,12 +283,7 @@ def state_dict_from_timm_vit(trunk: nn.Module, proj: Optional[nn.Linear]) -> dic
             if new is None:
                 raise KeyError(f"timm block parameter {key!r} has no counterpart")
             out[f"blocks.{i}.{new}"] = value
-    if trunk.attn_pool is not None:
-        for key, value in trunk.attn_pool.state_dict().items():
-            new = _rename(key, _POOL_RENAMES)
-            if new is None:
-                raise KeyError(f"timm attention pool parameter {key!r} has no counterpart")
-            out[f"attn_pool.{new}"] = value
+    out.update(attn_pool_state(trunk))
     if proj is not None:
         out["head.weight"] = proj.weight
         if proj.bias is not None:

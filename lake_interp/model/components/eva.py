@@ -378,7 +378,7 @@ def state_dict_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear]) -> dic
     """timm Eva parameter names -> EvaTower's (no `visual.` prefix); the rope table as `rope`."""
     from timm.layers import GluMlp
 
-    from lake_interp.model.convert_timm import _POOL_RENAMES, _is_identity, _rename
+    from lake_interp.model.convert_timm import _is_identity, attn_pool_state
 
     out: dict[str, torch.Tensor] = {}
     _linear(out, "conv1", trunk.patch_embed.proj.weight, trunk.patch_embed.proj.bias)
@@ -429,12 +429,7 @@ def state_dict_from_timm_eva(trunk: nn.Module, head: Optional[nn.Linear]) -> dic
         if not _is_identity(m.norm):
             _linear(out, f"{p}.mlp.ln", m.norm.weight, m.norm.bias)
         _linear(out, f"{p}.mlp.c_proj", m.fc2.weight, m.fc2.bias)
-    if trunk.attn_pool is not None:
-        for key, value in trunk.attn_pool.state_dict().items():
-            new = _rename(key, _POOL_RENAMES)
-            if new is None:
-                raise KeyError(f"timm attention pool parameter {key!r} has no counterpart")
-            out[f"attn_pool.{new}"] = value
+    out.update(attn_pool_state(trunk))
     if head is not None:
         _linear(out, "head", head.weight, head.bias)
     return out
